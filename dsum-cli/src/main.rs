@@ -1,0 +1,36 @@
+//! `dsum-cli`: the command-line frontend. It only parses arguments and prints; the work is
+//! done by `dsum-core`. One file per verb under `cmd/`.
+
+mod cmd;
+
+use argh::FromArgs;
+
+/// dsum: Korean dialogue summarization — summarize, generate, score.
+#[derive(FromArgs)]
+struct Cli {
+    #[argh(subcommand)]
+    verb: Verb,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Verb {
+    Summarize(cmd::summarize::SummarizeArgs),
+    Generate(cmd::generate::GenerateArgs),
+    Score(cmd::score::ScoreArgs),
+    Morphs(cmd::morphs::MorphsArgs),
+}
+
+fn main() {
+    let cli: Cli = argh::from_env();
+    let result = match cli.verb {
+        Verb::Summarize(a) => cmd::summarize::run(a),
+        Verb::Generate(a) => cmd::generate::run(a),
+        Verb::Score(a) => cmd::score::run(a),
+        Verb::Morphs(a) => cmd::morphs::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

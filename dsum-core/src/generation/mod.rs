@@ -1,0 +1,1 @@
+//! Generation with transformers semantics: greedy and beam search, logits processors.

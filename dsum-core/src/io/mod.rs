@@ -1,0 +1,1 @@
+//! Input/output formats: safetensors checkpoints, model folders, competition CSVs.

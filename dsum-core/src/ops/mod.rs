@@ -1,0 +1,1 @@
+//! Forward (and later backward) operators, one file per op.

@@ -1,0 +1,1 @@
+//! ROUGE scoring (owned by the ROUGE work; placeholder until it lands).

@@ -1,0 +1,1 @@
+//! Plain f32 tensors for activations.

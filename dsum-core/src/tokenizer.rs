@@ -1,0 +1,1 @@
+//! tokenizer.json through the `tokenizers` crate.
