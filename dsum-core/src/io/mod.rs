@@ -1,1 +1,4 @@
 //! Input/output formats: safetensors checkpoints, model folders, competition CSVs.
+
+#[cfg(feature = "std")]
+pub mod csv;

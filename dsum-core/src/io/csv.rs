@@ -1,0 +1,1 @@
+//! Generic CSV table reading (owned by the ROUGE work; placeholder).
