@@ -15,7 +15,11 @@ pub enum Error {
     Checkpoint { path: String, message: String },
     /// A tensor exists but has the wrong shape or dtype.
     #[error("{path}: tensor `{name}`: {message}")]
-    Tensor { path: String, name: String, message: String },
+    Tensor {
+        path: String,
+        name: String,
+        message: String,
+    },
     /// A config.json / generation_config.json problem.
     #[error("{path}: {message}")]
     Config { path: String, message: String },
@@ -35,15 +39,27 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<String>, e: impl core::fmt::Display) -> Self {
-        Error::Io { path: path.into(), message: e.to_string() }
+        Error::Io {
+            path: path.into(),
+            message: e.to_string(),
+        }
     }
     pub fn checkpoint(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Checkpoint { path: path.into(), message: message.into() }
+        Error::Checkpoint {
+            path: path.into(),
+            message: message.into(),
+        }
     }
     pub fn config(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Config { path: path.into(), message: message.into() }
+        Error::Config {
+            path: path.into(),
+            message: message.into(),
+        }
     }
     pub fn data(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Data { path: path.into(), message: message.into() }
+        Error::Data {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }

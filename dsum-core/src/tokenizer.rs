@@ -1,1 +1,116 @@
-//! tokenizer.json through the `tokenizers` crate.
+//! `tokenizer.json` through the `tokenizers` crate, plus the parts of transformers'
+//! `PreTrainedTokenizerFast` that live outside it: truncation to a max length with the
+//! post-processor's special tokens counted, and `clean_up_tokenization_spaces` on decode.
+
+use tokenizers::{
+    Tokenizer as HfTokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
+
+use crate::error::{Error, Result};
+
+pub struct Tokenizer {
+    inner: HfTokenizer,
+    path: String,
+    clean_up_spaces: bool,
+}
+
+impl Tokenizer {
+    /// `json` is the content of tokenizer.json; `config` of tokenizer_config.json, if any.
+    pub fn from_json(json: &[u8], config: Option<&str>, path: &str) -> Result<Self> {
+        let inner = HfTokenizer::from_bytes(json).map_err(|e| Error::Tokenizer {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let mut clean_up_spaces = false;
+        if let Some(cfg) = config {
+            let v: serde_json::Value = serde_json::from_str(cfg).map_err(|e| Error::Tokenizer {
+                path: path.into(),
+                message: format!("tokenizer_config.json: {e}"),
+            })?;
+            clean_up_spaces = v
+                .get("clean_up_tokenization_spaces")
+                .and_then(|b| b.as_bool())
+                .unwrap_or(false);
+        }
+        Ok(Tokenizer {
+            inner,
+            path: path.into(),
+            clean_up_spaces,
+        })
+    }
+
+    #[cfg(feature = "std")]
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
+        let p = dir.join("tokenizer.json");
+        let json = std::fs::read(&p).map_err(|e| Error::io(p.display().to_string(), e))?;
+        let cp = dir.join("tokenizer_config.json");
+        let cfg = if cp.is_file() {
+            Some(std::fs::read_to_string(&cp).map_err(|e| Error::io(cp.display().to_string(), e))?)
+        } else {
+            None
+        };
+        Self::from_json(&json, cfg.as_deref(), &p.display().to_string())
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// `tokenizer(text, max_length=.., truncation=True)["input_ids"]`: special tokens of the
+    /// post-processor added, the text truncated on the right so the total fits.
+    pub fn encode(&self, text: &str, max_length: Option<usize>) -> Result<Vec<u32>> {
+        let err = |e: tokenizers::Error| Error::Tokenizer {
+            path: self.path.clone(),
+            message: e.to_string(),
+        };
+        let enc = match max_length {
+            None => self.inner.encode(text, true).map_err(err)?,
+            Some(max) => {
+                let mut t = self.inner.clone();
+                t.with_truncation(Some(TruncationParams {
+                    max_length: max,
+                    strategy: TruncationStrategy::LongestFirst,
+                    stride: 0,
+                    direction: TruncationDirection::Right,
+                }))
+                .map_err(err)?;
+                t.encode(text, true).map_err(err)?
+            }
+        };
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// `tokenizer.decode(ids, skip_special_tokens=..)`.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        let s = self
+            .inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(if self.clean_up_spaces {
+            clean_up_tokenization(&s)
+        } else {
+            s
+        })
+    }
+}
+
+/// transformers' `clean_up_tokenization`: drop spaces before punctuation and English contractions.
+pub fn clean_up_tokenization(s: &str) -> String {
+    s.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+}

@@ -1,1 +1,24 @@
-//! Generation with transformers semantics: greedy and beam search, logits processors.
+//! Generation with transformers semantics: greedy and beam search with its logits
+//! processors, over any model that implements [`StepDecoder`].
+
+pub mod config;
+pub mod logits;
+pub mod search;
+
+pub use config::{EarlyStopping, GenerationConfig, Ids, Resolved};
+pub use search::{beam_search, greedy, Hypothesis, StepDecoder};
+
+use crate::error::Result;
+
+/// Greedy when `num_beams == 1`, beam search otherwise (transformers' dispatch without sampling).
+pub fn run<D: StepDecoder>(
+    dec: &mut D,
+    cfg: &Resolved,
+    prompts: Vec<Vec<u32>>,
+) -> Result<Vec<Vec<Hypothesis>>> {
+    if cfg.num_beams == 1 {
+        greedy(dec, cfg, prompts, |_, _| {})
+    } else {
+        beam_search(dec, cfg, prompts)
+    }
+}

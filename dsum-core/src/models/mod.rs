@@ -1,1 +1,9 @@
-//! Model families, one module each.
+//! Model families, one module each, and the model-folder loader that picks the family
+//! from `config.json`'s `model_type`.
+
+pub mod bart;
+
+#[cfg(feature = "std")]
+mod folder;
+#[cfg(feature = "std")]
+pub use folder::{LoadedModel, Model};

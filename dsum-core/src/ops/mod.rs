@@ -1,1 +1,8 @@
-//! Forward (and later backward) operators, one file per op.
+//! Forward (and later backward) operators, one file per op; each fast path keeps a naive
+//! reference beside it.
+
+pub mod activation;
+pub mod attention;
+pub mod layernorm;
+pub mod matmul;
+pub mod softmax;

@@ -1,0 +1,97 @@
+//! A Hugging Face model folder: `config.json`, `generation_config.json` (optional),
+//! `tokenizer.json` (+ `tokenizer_config.json`) and safetensors weights.
+
+use std::path::{Path, PathBuf};
+
+use super::bart::{Bart, BartConfig};
+use crate::error::{Error, Result};
+use crate::generation::GenerationConfig;
+use crate::io::checkpoint::Checkpoint;
+use crate::tokenizer::Tokenizer;
+
+pub enum Model {
+    Bart(Bart),
+}
+
+pub struct LoadedModel {
+    pub dir: PathBuf,
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    /// Defaults from generation_config.json (or config.json), special tokens filled in.
+    pub generation: GenerationConfig,
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))
+}
+
+impl LoadedModel {
+    pub fn load(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::io(
+                dir.display().to_string(),
+                "not a folder (expected a model folder with config.json)",
+            ));
+        }
+        let cfg_path = dir.join("config.json");
+        let cfg_text = read(&cfg_path)?;
+        let cfg_str = cfg_path.display().to_string();
+        let raw: serde_json::Value = serde_json::from_str(&cfg_text)
+            .map_err(|e| Error::config(cfg_str.clone(), format!("invalid JSON: {e}")))?;
+        let model_type = raw.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+        // Generation attributes that config.json may carry (older checkpoints keep them there).
+        let from_model = GenerationConfig::from_json(&cfg_text, &cfg_str)?;
+        let gen_path = dir.join("generation_config.json");
+        let mut generation = if gen_path.is_file() {
+            let mut g =
+                GenerationConfig::from_json(&read(&gen_path)?, &gen_path.display().to_string())?;
+            let specials = GenerationConfig {
+                eos_token_id: from_model.eos_token_id.clone(),
+                pad_token_id: from_model.pad_token_id,
+                bos_token_id: from_model.bos_token_id,
+                decoder_start_token_id: from_model.decoder_start_token_id,
+                ..Default::default()
+            };
+            g.fill_from(&specials);
+            g
+        } else {
+            from_model
+        };
+        let model = match model_type {
+            "bart" => {
+                let config = BartConfig::from_json(&cfg_text, &cfg_str)?;
+                let ck = Checkpoint::open_dir(dir)?;
+                Model::Bart(Bart::load(config, &ck)?)
+            }
+            "" => return Err(Error::config(cfg_str, "missing `model_type`")),
+            other => {
+                return Err(Error::config(
+                    cfg_str,
+                    format!("model_type `{other}` is not supported (supported: bart)"),
+                ))
+            }
+        };
+        if generation.decoder_start_token_id.is_none() {
+            generation.decoder_start_token_id = generation.bos_token_id;
+        }
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        let vocab = match &model {
+            Model::Bart(b) => b.vocab_size(),
+        };
+        if tokenizer.vocab_size() > vocab {
+            return Err(Error::Tokenizer {
+                path: dir.join("tokenizer.json").display().to_string(),
+                message: format!(
+                    "the tokenizer has {} tokens but the model's vocab_size is {vocab}",
+                    tokenizer.vocab_size()
+                ),
+            });
+        }
+        Ok(LoadedModel {
+            dir: dir.to_path_buf(),
+            model,
+            tokenizer,
+            generation,
+        })
+    }
+}

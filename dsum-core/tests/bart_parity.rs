@@ -1,0 +1,215 @@
+//! BART parity against transformers: tokenization, logits, and generated ids for every
+//! case recorded by tools/fixtures/make_bart_fixtures.py (tests/fixtures/bart).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use dsum_core::generation::GenerationConfig;
+use dsum_core::models::bart::EncoderBatch;
+use dsum_core::models::{LoadedModel, Model};
+use serde_json::Value;
+
+/// Tolerance for f32 values recomputed with another summation order (logits, scores).
+const F32_TOL: f64 = 1e-4;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/bart")
+}
+
+fn load_json(name: &str) -> Value {
+    let p = fixtures().join(name);
+    serde_json::from_str(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn flat_f64(v: &Value, out: &mut Vec<f64>) {
+    match v {
+        Value::Array(a) => a.iter().for_each(|x| flat_f64(x, out)),
+        x => out.push(x.as_f64().unwrap()),
+    }
+}
+
+struct Models(HashMap<String, LoadedModel>);
+
+impl Models {
+    fn get(&mut self, name: &str) -> &LoadedModel {
+        self.0.entry(name.to_string()).or_insert_with(|| {
+            LoadedModel::load(&fixtures().join("models").join(name))
+                .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+        })
+    }
+}
+
+fn bart(m: &LoadedModel) -> &dsum_core::models::bart::Bart {
+    match &m.model {
+        Model::Bart(b) => b,
+    }
+}
+
+fn batch(rows: &[Value]) -> EncoderBatch {
+    let b = rows.len();
+    let s = rows[0]["input_ids"].as_array().unwrap().len();
+    let mut all = Vec::new();
+    let mut mask = Vec::new();
+    for r in rows {
+        all.extend(ids(&r["input_ids"]));
+        mask.extend(
+            r["attention_mask"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64() == Some(1)),
+        );
+    }
+    EncoderBatch {
+        b,
+        s,
+        ids: all,
+        mask,
+    }
+}
+
+#[test]
+fn tokenizer_matches_transformers() {
+    let mut models = Models(HashMap::new());
+    let tok = &models.get("tiny-a").tokenizer;
+    let cases = load_json("tokenize_cases.json");
+    let cases = cases.as_array().unwrap();
+    assert!(cases.len() >= 10);
+    for c in cases {
+        let text = c["text"].as_str().unwrap();
+        assert_eq!(
+            tok.encode(text, None).unwrap(),
+            ids(&c["ids"]),
+            "ids of {text:?}"
+        );
+        assert_eq!(
+            tok.encode(text, Some(16)).unwrap(),
+            ids(&c["ids_trunc16"]),
+            "truncated ids of {text:?}"
+        );
+        let enc = ids(&c["ids"]);
+        assert_eq!(
+            tok.decode(&enc, true).unwrap(),
+            c["decoded"].as_str().unwrap(),
+            "decode of {text:?}"
+        );
+        assert_eq!(
+            tok.decode(&enc, false).unwrap(),
+            c["decoded_raw"].as_str().unwrap(),
+            "raw decode of {text:?}"
+        );
+    }
+}
+
+#[test]
+fn logits_match_transformers() {
+    let mut models = Models(HashMap::new());
+    let cases = load_json("logits_cases.json");
+    let cases = cases.as_array().unwrap();
+    assert!(cases.len() >= 3);
+    for c in cases {
+        let name = c["model"].as_str().unwrap();
+        let m = bart(models.get(name));
+        let rows: Vec<Vec<u32>> = c["input_ids"].as_array().unwrap().iter().map(ids).collect();
+        let mask: Vec<bool> = c["attention_mask"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64() == Some(1))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let dec: Vec<Vec<u32>> = c["decoder_input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ids)
+            .collect();
+        let (b, s, t) = (rows.len(), rows[0].len(), dec[0].len());
+        let flat: Vec<u32> = rows.concat();
+        let enc = m.encode(&flat, &mask, b, s).unwrap();
+        let mut want = Vec::new();
+        flat_f64(&c["encoder_last_hidden_state"], &mut want);
+        check_close(&enc.hidden, &want, &format!("{name} encoder hidden"));
+        let logits = m.forward(&flat, &mask, b, s, &dec.concat(), t).unwrap();
+        let mut want = Vec::new();
+        flat_f64(&c["logits"], &mut want);
+        check_close(&logits, &want, &format!("{name} logits"));
+    }
+}
+
+fn check_close(got: &[f32], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: size");
+    let mut worst = 0f64;
+    for (g, w) in got.iter().zip(want) {
+        let d = (*g as f64 - w).abs();
+        worst = worst.max(d);
+        assert!(d <= F32_TOL, "{what}: {g} vs {w} (diff {d})");
+    }
+    eprintln!("{what}: max abs diff {worst:.2e}");
+}
+
+#[test]
+fn generation_matches_transformers() {
+    let mut models = Models(HashMap::new());
+    let cases = load_json("generate_cases.json");
+    let cases = cases.as_array().unwrap();
+    assert!(cases.len() >= 20);
+    let mut failures = Vec::new();
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let lm = models.get(c["model"].as_str().unwrap());
+        let mut gen: GenerationConfig = lm.generation.clone();
+        gen.apply_json(&c["kwargs"], name).unwrap();
+        let user_max = c["kwargs"].get("max_length").is_some();
+        let rows = c["rows"].as_array().unwrap();
+        let out = bart(lm)
+            .generate(&batch(rows), &gen, user_max)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let expected = c["expected"].as_array().unwrap();
+        assert_eq!(out.len(), expected.len(), "{name}: rows");
+        for (ri, (hyps, exp)) in out.iter().zip(expected).enumerate() {
+            let seqs: Vec<Vec<u32>> = exp["sequences"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(ids)
+                .collect();
+            let got: Vec<Vec<u32>> = hyps.iter().map(|h| h.tokens.clone()).collect();
+            if got != seqs {
+                failures.push(format!("{name}: row {ri}\n  got  {got:?}\n  want {seqs:?}"));
+                continue;
+            }
+            if let Some(scores) = exp["sequence_scores"].as_array() {
+                for (h, s) in hyps.iter().zip(scores) {
+                    let (g, w) = (h.score.unwrap() as f64, s.as_f64().unwrap());
+                    if (g - w).abs() > F32_TOL {
+                        failures.push(format!("{name}: row {ri} score {g} vs {w}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
