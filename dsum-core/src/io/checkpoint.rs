@@ -34,7 +34,10 @@ impl Checkpoint {
         for (fi, (path, bytes)) in files.iter().enumerate() {
             let buf: &[u8] = (**bytes).as_ref();
             let (n, meta) = SafeTensors::read_metadata(buf).map_err(|e| {
-                Error::checkpoint(path.clone(), format!("not a valid safetensors file: {e}"))
+                Error::checkpoint(
+                    path.clone(),
+                    format!("not a valid safetensors file (truncated or corrupted?): {e}"),
+                )
             })?;
             let data_start = 8 + n;
             for (name, info) in meta.tensors() {

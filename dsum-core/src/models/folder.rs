@@ -95,3 +95,29 @@ impl LoadedModel {
         })
     }
 }
+
+impl LoadedModel {
+    /// Generate for a batch of unpadded token rows with `gen` settings (already overlaid on
+    /// `self.generation`). Returns, per row, its `num_return_sequences` hypotheses.
+    pub fn generate(
+        &self,
+        rows: &[Vec<u32>],
+        gen: &GenerationConfig,
+        user_set_max_length: bool,
+    ) -> Result<Vec<Vec<crate::generation::Hypothesis>>> {
+        match &self.model {
+            Model::Bart(m) => {
+                let pad = gen.pad_token_id.unwrap_or(0);
+                let batch = super::bart::EncoderBatch::from_rows(rows, pad);
+                m.generate(&batch, gen, user_set_max_length)
+            }
+        }
+    }
+
+    /// Longest encoder input the model accepts.
+    pub fn max_input_tokens(&self) -> usize {
+        match &self.model {
+            Model::Bart(m) => m.max_positions(),
+        }
+    }
+}
