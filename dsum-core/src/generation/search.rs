@@ -10,6 +10,9 @@ use crate::ops::softmax::log_softmax_inplace;
 /// A model that decodes rows one token at a time.
 pub trait StepDecoder {
     fn vocab_size(&self) -> usize;
+    /// Feed the (equal-length, possibly padded) prompt of every row; returns the logits of
+    /// each row's last position [rows, V].
+    fn prefill(&mut self, prompts: &[Vec<u32>]) -> Result<Vec<f32>>;
     /// Feed the last token of every live row; returns logits [rows, V].
     fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
     /// New row r continues old row `idx[r]` (beam reordering).

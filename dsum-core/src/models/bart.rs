@@ -722,6 +722,16 @@ impl StepDecoder for BartStepper<'_> {
     fn vocab_size(&self) -> usize {
         self.model.vocab_size()
     }
+    fn prefill(&mut self, prompts: &[Vec<u32>]) -> Result<Vec<f32>> {
+        let t = prompts.first().map(|p| p.len()).unwrap_or(0);
+        if prompts.iter().any(|p| p.len() != t) {
+            return Err(Error::Generation(
+                "decoder prompts must have equal lengths".into(),
+            ));
+        }
+        self.model
+            .decode(&mut self.state, &prompts.concat(), t, false)
+    }
     fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         self.model.decode(&mut self.state, tokens, 1, false)
     }
