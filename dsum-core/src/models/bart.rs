@@ -449,6 +449,7 @@ impl Bart {
                 let shape = AttnShape {
                     t: s,
                     h,
+                    kv_h: h,
                     dh,
                     cap: s,
                     len: s,
@@ -593,6 +594,7 @@ impl Bart {
                 let shape = AttnShape {
                     t,
                     h,
+                    kv_h: h,
                     dh,
                     cap,
                     len: past + t,
@@ -620,6 +622,7 @@ impl Bart {
                 let shape = AttnShape {
                     t,
                     h,
+                    kv_h: h,
                     dh,
                     cap: s,
                     len: s,

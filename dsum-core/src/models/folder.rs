@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::bart::{Bart, BartConfig};
+use super::llama::{Llama, LlamaConfig};
 use crate::error::{Error, Result};
 use crate::generation::GenerationConfig;
 use crate::io::checkpoint::Checkpoint;
@@ -11,6 +12,7 @@ use crate::tokenizer::Tokenizer;
 
 pub enum Model {
     Bart(Bart),
+    Llama(Llama),
 }
 
 pub struct LoadedModel {
@@ -63,20 +65,26 @@ impl LoadedModel {
                 let ck = Checkpoint::open_dir(dir)?;
                 Model::Bart(Bart::load(config, &ck)?)
             }
-            "" => return Err(Error::config(cfg_str, "missing `model_type`")),
-            other => {
-                return Err(Error::config(
-                    cfg_str,
-                    format!("model_type `{other}` is not supported (supported: bart)"),
-                ))
+            "llama" | "mistral" | "qwen2" | "qwen3" => {
+                let config = LlamaConfig::from_json(&cfg_text, &cfg_str)?;
+                let ck = Checkpoint::open_dir(dir)?;
+                Model::Llama(Llama::load(config, &ck)?)
             }
+            "" => return Err(Error::config(cfg_str, "missing `model_type`")),
+            other => return Err(Error::config(
+                cfg_str,
+                format!(
+                    "model_type `{other}` is not supported (supported: bart, llama, qwen2, qwen3)"
+                ),
+            )),
         };
-        if generation.decoder_start_token_id.is_none() {
+        if matches!(model, Model::Bart(_)) && generation.decoder_start_token_id.is_none() {
             generation.decoder_start_token_id = generation.bos_token_id;
         }
         let tokenizer = Tokenizer::from_dir(dir)?;
         let vocab = match &model {
             Model::Bart(b) => b.vocab_size(),
+            Model::Llama(m) => m.vocab_size(),
         };
         if tokenizer.vocab_size() > vocab {
             return Err(Error::Tokenizer {
@@ -111,6 +119,7 @@ impl LoadedModel {
                 let batch = super::bart::EncoderBatch::from_rows(rows, pad);
                 m.generate(&batch, gen, user_set_max_length)
             }
+            Model::Llama(m) => m.generate(rows, gen, user_set_max_length),
         }
     }
 
@@ -118,6 +127,7 @@ impl LoadedModel {
     pub fn max_input_tokens(&self) -> usize {
         match &self.model {
             Model::Bart(m) => m.max_positions(),
+            Model::Llama(m) => m.config.max_position_embeddings,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! from `config.json`'s `model_type`.
 
 pub mod bart;
+pub mod llama;
 
 #[cfg(feature = "std")]
 mod folder;

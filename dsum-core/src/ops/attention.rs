@@ -1,7 +1,7 @@
 //! Scaled dot-product attention of one sequence against a key/value cache.
 //!
 //! Shapes (one sequence): q and out are `[T, H*dh]` (T new query tokens), the caches are
-//! `[H, cap, dh]` with the first `len` positions valid. Causal attention lets the query at
+//! `[KV, cap, dh]` (KV = H without grouped-query attention) with the first `len` positions valid. Causal attention lets the query at
 //! absolute position `past + t` see keys `0..=past + t`; `key_mask[j] == false` hides key j
 //! (padding). This is the same computation as transformers' eager attention
 //! (softmax(q·kᵀ·scale + mask)·v).
@@ -11,7 +11,10 @@ use super::softmax::softmax_inplace;
 
 pub struct AttnShape {
     pub t: usize,
+    /// Query heads.
     pub h: usize,
+    /// Key/value heads (grouped-query attention: query head i reads kv head i / (h / kv_h)).
+    pub kv_h: usize,
     pub dh: usize,
     pub cap: usize,
     pub len: usize,
@@ -28,14 +31,23 @@ pub fn attention_forward(
     key_mask: Option<&[bool]>,
     scale: f32,
 ) {
-    let AttnShape { t, h, dh, cap, len } = *s;
+    let AttnShape {
+        t,
+        h,
+        kv_h,
+        dh,
+        cap,
+        len,
+    } = *s;
     let c = h * dh;
-    debug_assert!(q.len() >= t * c && out.len() >= t * c);
-    debug_assert!(k.len() >= h * cap * dh && v.len() >= h * cap * dh && len <= cap);
+    let group = h / kv_h.max(1);
+    debug_assert!(q.len() >= t * c && out.len() >= t * c && h % kv_h.max(1) == 0);
+    debug_assert!(k.len() >= kv_h * cap * dh && v.len() >= kv_h * cap * dh && len <= cap);
     let head = |hi: usize, o: &mut [f32]| {
         // o is [T, dh] for this head.
-        let kh = &k[hi * cap * dh..hi * cap * dh + len * dh];
-        let vh = &v[hi * cap * dh..hi * cap * dh + len * dh];
+        let g = hi / group;
+        let kh = &k[g * cap * dh..g * cap * dh + len * dh];
+        let vh = &v[g * cap * dh..g * cap * dh + len * dh];
         let mut p = vec![0f32; len];
         for ti in 0..t {
             let qi = &q[ti * c + hi * dh..ti * c + (hi + 1) * dh];

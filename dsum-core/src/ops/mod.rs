@@ -5,4 +5,6 @@ pub mod activation;
 pub mod attention;
 pub mod layernorm;
 pub mod matmul;
+pub mod rmsnorm;
+pub mod rope;
 pub mod softmax;
