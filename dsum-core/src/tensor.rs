@@ -38,7 +38,9 @@ impl Weight {
         let len: usize = shape.iter().product();
         let all = (*bytes).as_ref();
         let end = offset.checked_add(len.checked_mul(4)?)?;
-        if end > all.len() || (all.as_ptr() as usize + offset) % core::mem::align_of::<f32>() != 0 {
+        if end > all.len()
+            || !(all.as_ptr() as usize + offset).is_multiple_of(core::mem::align_of::<f32>())
+        {
             return None;
         }
         Some(Weight {

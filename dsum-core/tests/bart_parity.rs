@@ -53,6 +53,7 @@ impl Models {
 fn bart(m: &LoadedModel) -> &dsum_core::models::bart::Bart {
     match &m.model {
         Model::Bart(b) => b,
+        _ => panic!("{} is not a BART model", m.dir.display()),
     }
 }
 

@@ -265,7 +265,7 @@ impl GenerationConfig {
             (None, None) => 0,
         };
         let rp = self.repetition_penalty.unwrap_or(1.0);
-        if !(rp > 0.0) {
+        if rp.is_nan() || rp <= 0.0 {
             return Err(Error::Generation(format!(
                 "repetition_penalty must be > 0, got {rp}"
             )));

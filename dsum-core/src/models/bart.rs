@@ -90,7 +90,7 @@ impl BartConfig {
             ("encoder", c.encoder_attention_heads),
             ("decoder", c.decoder_attention_heads),
         ] {
-            if heads == 0 || c.d_model % heads != 0 {
+            if heads == 0 || !c.d_model.is_multiple_of(heads) {
                 return Err(Error::config(
                     path,
                     format!(

@@ -11,8 +11,8 @@ use crate::io::checkpoint::Checkpoint;
 use crate::tokenizer::Tokenizer;
 
 pub enum Model {
-    Bart(Bart),
-    Llama(Llama),
+    Bart(Box<Bart>),
+    Llama(Box<Llama>),
 }
 
 pub struct LoadedModel {
@@ -63,20 +63,22 @@ impl LoadedModel {
             "bart" => {
                 let config = BartConfig::from_json(&cfg_text, &cfg_str)?;
                 let ck = Checkpoint::open_dir(dir)?;
-                Model::Bart(Bart::load(config, &ck)?)
+                Model::Bart(Box::new(Bart::load(config, &ck)?))
             }
             "llama" | "mistral" | "qwen2" | "qwen3" => {
                 let config = LlamaConfig::from_json(&cfg_text, &cfg_str)?;
                 let ck = Checkpoint::open_dir(dir)?;
-                Model::Llama(Llama::load(config, &ck)?)
+                Model::Llama(Box::new(Llama::load(config, &ck)?))
             }
             "" => return Err(Error::config(cfg_str, "missing `model_type`")),
-            other => return Err(Error::config(
-                cfg_str,
-                format!(
+            other => {
+                return Err(Error::config(
+                    cfg_str,
+                    format!(
                     "model_type `{other}` is not supported (supported: bart, llama, qwen2, qwen3)"
                 ),
-            )),
+                ))
+            }
         };
         if matches!(model, Model::Bart(_)) && generation.decoder_start_token_id.is_none() {
             generation.decoder_start_token_id = generation.bos_token_id;

@@ -74,7 +74,7 @@ impl LlamaConfig {
             serde_json::from_str(text).map_err(|e| Error::config(path, format!("{e}")))?;
         c.family().map_err(|m| Error::config(path, m))?;
         let kv = c.kv_heads();
-        if c.num_attention_heads == 0 || kv == 0 || c.num_attention_heads % kv != 0 {
+        if c.num_attention_heads == 0 || kv == 0 || !c.num_attention_heads.is_multiple_of(kv) {
             return Err(Error::config(
                 path,
                 format!(
@@ -83,13 +83,13 @@ impl LlamaConfig {
                 ),
             ));
         }
-        if c.head_dim.is_none() && c.hidden_size % c.num_attention_heads != 0 {
+        if c.head_dim.is_none() && !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(Error::config(
                 path,
                 "hidden_size is not divisible by num_attention_heads",
             ));
         }
-        if c.head_dim() % 2 != 0 {
+        if !c.head_dim().is_multiple_of(2) {
             return Err(Error::config(
                 path,
                 "head_dim must be even for rotary embeddings",

@@ -50,7 +50,7 @@ pub fn inv_freq(d: usize, theta: f64, scaling: Option<&RopeScaling>) -> Result<V
                 .map(|&f| {
                     let wavelen = 2.0 * core::f32::consts::PI / f;
                     let scaled = if wavelen > low_wavelen { f / factor } else { f };
-                    if !(wavelen < high_wavelen) && !(wavelen > low_wavelen) {
+                    if wavelen >= high_wavelen && wavelen <= low_wavelen {
                         let smooth = (old / wavelen - low) / (high - low);
                         (1.0 - smooth) * scaled / factor + smooth * scaled
                     } else {
