@@ -39,10 +39,38 @@ pub fn attention_forward(
         cap,
         len,
     } = *s;
+    debug_assert!(q.len() >= t * h * dh && out.len() >= t * h * dh && h % kv_h.max(1) == 0);
+    debug_assert!(k.len() >= kv_h * cap * dh && v.len() >= kv_h * cap * dh && len <= cap);
+    if t >= GEMM_MIN_T && len >= GEMM_MIN_T {
+        attention_gemm(out, q, k, v, s, causal_past, key_mask, scale);
+    } else {
+        attention_loop(out, q, k, v, s, causal_past, key_mask, scale);
+    }
+}
+
+/// The per-query loop: the reference for `attention_gemm`, and the fast path for decoding
+/// (one or a few queries).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_loop(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    s: &AttnShape,
+    causal_past: Option<usize>,
+    key_mask: Option<&[bool]>,
+    scale: f32,
+) {
+    let AttnShape {
+        t,
+        h,
+        kv_h,
+        dh,
+        cap,
+        len,
+    } = *s;
     let c = h * dh;
     let group = h / kv_h.max(1);
-    debug_assert!(q.len() >= t * c && out.len() >= t * c && h % kv_h.max(1) == 0);
-    debug_assert!(k.len() >= kv_h * cap * dh && v.len() >= kv_h * cap * dh && len <= cap);
     let head = |hi: usize, o: &mut [f32]| {
         // o is [T, dh] for this head.
         let g = hi / group;
@@ -101,6 +129,149 @@ pub fn attention_forward(
         for ti in 0..t {
             out[ti * c + hi * dh..ti * c + (hi + 1) * dh]
                 .copy_from_slice(&per_head[(hi * t + ti) * dh..(hi * t + ti + 1) * dh]);
+        }
+    }
+}
+
+/// Below this many queries (and keys) the per-query loop wins; above it (encoder, prompts)
+/// the two products of every head go through `gemm`.
+const GEMM_MIN_T: usize = 16;
+
+/// Same computation as the loop version, per head: scores = q·kᵀ (gemm), mask, softmax,
+/// out = p·v (gemm, written straight into the interleaved `[T, H*dh]` output).
+#[allow(clippy::too_many_arguments)]
+fn attention_gemm(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    s: &AttnShape,
+    causal_past: Option<usize>,
+    key_mask: Option<&[bool]>,
+    scale: f32,
+) {
+    let AttnShape {
+        t,
+        h,
+        kv_h,
+        dh,
+        cap,
+        len,
+    } = *s;
+    let c = h * dh;
+    let group = h / kv_h.max(1);
+    let head = |hi: usize| -> Vec<f32> {
+        let g = hi / group;
+        let kh = &k[g * cap * dh..g * cap * dh + len * dh];
+        let vh = &v[g * cap * dh..g * cap * dh + len * dh];
+        let mut p = vec![0f32; t * len];
+        // SAFETY: q holds T rows of stride c with dh values at offset hi*dh; kh is [len, dh];
+        // p is [t, len] — every index stays inside those slices.
+        unsafe {
+            gemm::gemm(
+                t,
+                len,
+                dh,
+                p.as_mut_ptr(),
+                1,
+                len as isize,
+                false,
+                q.as_ptr().add(hi * dh),
+                1,
+                c as isize,
+                kh.as_ptr(),
+                dh as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        for ti in 0..t {
+            let row = &mut p[ti * len..(ti + 1) * len];
+            let visible = causal_past
+                .map(|past| (past + ti + 1).min(len))
+                .unwrap_or(len);
+            for (j, x) in row.iter_mut().enumerate() {
+                if j >= visible || key_mask.is_some_and(|m| !m[j]) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+            softmax_inplace(row);
+        }
+        let mut o = vec![0f32; t * dh];
+        // SAFETY: p is [t, len], vh is [len, dh], o is [t, dh].
+        unsafe {
+            gemm::gemm(
+                t,
+                dh,
+                len,
+                o.as_mut_ptr(),
+                1,
+                dh as isize,
+                false,
+                p.as_ptr(),
+                1,
+                len as isize,
+                vh.as_ptr(),
+                1,
+                dh as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        o
+    };
+    #[cfg(feature = "rayon")]
+    let heads: Vec<Vec<f32>> = {
+        use rayon::prelude::*;
+        (0..h).into_par_iter().map(head).collect()
+    };
+    #[cfg(not(feature = "rayon"))]
+    let heads: Vec<Vec<f32>> = (0..h).map(head).collect();
+    for (hi, o) in heads.iter().enumerate() {
+        for ti in 0..t {
+            out[ti * c + hi * dh..ti * c + (hi + 1) * dh]
+                .copy_from_slice(&o[ti * dh..(ti + 1) * dh]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn gemm_path_matches_loop(t in 16usize..40, extra in 0usize..20, kv_h in 1usize..3, group in 1usize..3,
+                                  dh in 1usize..20, causal: bool, seed in 0u64..1000) {
+            let h = kv_h * group;
+            let len = t + extra;
+            let cap = len + 3;
+            let mut st = seed.wrapping_add(7);
+            let mut rnd = || { st = st.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((st >> 33) as f32 / (1u64 << 31) as f32) - 0.5 };
+            let q: Vec<f32> = (0..t * h * dh).map(|_| rnd()).collect();
+            let k: Vec<f32> = (0..kv_h * cap * dh).map(|_| rnd()).collect();
+            let v: Vec<f32> = (0..kv_h * cap * dh).map(|_| rnd()).collect();
+            let mask: Vec<bool> = (0..len).map(|j| j == 0 || rnd() > -0.3).collect();
+            let s = AttnShape { t, h, kv_h, dh, cap, len };
+            let past = if causal { Some(len - t) } else { None };
+            let mut a = vec![0f32; t * h * dh];
+            let mut b = vec![0f32; t * h * dh];
+            attention_loop(&mut a, &q, &k, &v, &s, past, Some(&mask), 0.7);
+            attention_gemm(&mut b, &q, &k, &v, &s, past, Some(&mask), 0.7);
+            for (x, y) in a.iter().zip(&b) {
+                prop_assert!((x - y).abs() <= 1e-5, "{x} vs {y}");
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ pub fn softmax_inplace(x: &mut [f32]) {
 /// log_softmax in place; the normalizer is summed in f64 to stay close to PyTorch's.
 pub fn log_softmax_inplace(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = x.iter().map(|&v| ((v - max) as f64).exp()).sum();
+    let sum: f64 = x.iter().map(|&v| libm::expf(v - max) as f64).sum();
     let lse = max + sum.ln() as f32;
     x.iter_mut().for_each(|v| *v -= lse);
 }
