@@ -9,7 +9,8 @@ use std::sync::Arc;
 pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
 enum Buf {
-    Owned(Vec<f32>),
+    /// Reference-counted so a decoded tensor can be handed out without copying.
+    Owned(Arc<[f32]>),
     /// `len` f32 values starting at byte `offset` of `bytes` (checked 4-aligned at creation).
     Shared {
         bytes: SharedBytes,
@@ -47,6 +48,24 @@ impl Weight {
             shape,
             buf: Buf::Shared { bytes, offset, len },
         })
+    }
+
+    /// A second handle on the same data (shared bytes are not copied; owned data is).
+    pub fn clone_view(&self) -> Self {
+        match &self.buf {
+            Buf::Owned(v) => Weight {
+                shape: self.shape.clone(),
+                buf: Buf::Owned(v.clone()),
+            },
+            Buf::Shared { bytes, offset, len } => Weight {
+                shape: self.shape.clone(),
+                buf: Buf::Shared {
+                    bytes: bytes.clone(),
+                    offset: *offset,
+                    len: *len,
+                },
+            },
+        }
     }
 
     pub fn is_borrowed(&self) -> bool {

@@ -25,6 +25,10 @@ struct Entry {
 pub struct Checkpoint {
     files: Vec<(String, SharedBytes)>,
     tensors: HashMap<String, Entry>,
+    /// Tensors already decoded to f32 by another reader (GGUF, pytorch .bin), by HF name.
+    decoded: HashMap<String, Weight>,
+    /// Where errors about decoded tensors point.
+    decoded_path: String,
 }
 
 impl Checkpoint {
@@ -67,7 +71,23 @@ impl Checkpoint {
                 );
             }
         }
-        Ok(Checkpoint { files, tensors })
+        Ok(Checkpoint {
+            files,
+            tensors,
+            decoded: HashMap::new(),
+            decoded_path: String::new(),
+        })
+    }
+
+    /// A checkpoint of tensors another format reader has already decoded, under their
+    /// Hugging Face names (`path` is the source file, for error messages).
+    pub fn from_weights(path: impl Into<String>, weights: HashMap<String, Weight>) -> Self {
+        Checkpoint {
+            files: Vec::new(),
+            tensors: HashMap::new(),
+            decoded: weights,
+            decoded_path: path.into(),
+        }
     }
 
     /// Open `model.safetensors`, or the shards of `model.safetensors.index.json`, in `dir`.
@@ -126,19 +146,28 @@ impl Checkpoint {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.tensors.contains_key(name) || self.decoded.contains_key(name)
     }
 
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
-        self.tensors.get(name).map(|e| e.shape.as_slice())
+        match self.tensors.get(name) {
+            Some(e) => Some(e.shape.as_slice()),
+            None => self.decoded.get(name).map(|w| w.shape.as_slice()),
+        }
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.tensors.keys().map(|s| s.as_str())
+        self.tensors
+            .keys()
+            .chain(self.decoded.keys())
+            .map(|s| s.as_str())
     }
 
-    /// Where errors about this checkpoint should point: the first file.
+    /// Where errors about this checkpoint should point: the source file.
     pub fn path(&self) -> &str {
+        if !self.decoded_path.is_empty() {
+            return &self.decoded_path;
+        }
         self.files
             .first()
             .map(|f| f.0.as_str())
@@ -147,6 +176,16 @@ impl Checkpoint {
 
     /// The tensor `name` as f32, checked against `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Weight> {
+        if let Some(w) = self.decoded.get(name) {
+            if w.shape != shape {
+                return Err(Error::Tensor {
+                    path: self.path().to_string(),
+                    name: name.to_string(),
+                    message: format!("expected shape {shape:?}, found {:?}", w.shape),
+                });
+            }
+            return Ok(w.clone_view());
+        }
         let e = self.tensors.get(name).ok_or_else(|| Error::Tensor {
             path: self.path().to_string(),
             name: name.to_string(),
