@@ -30,7 +30,7 @@ impl Weight {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
         Weight {
             shape,
-            buf: Buf::Owned(data),
+            buf: Buf::Owned(data.into()),
         }
     }
 
