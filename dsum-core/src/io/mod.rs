@@ -1,7 +1,8 @@
-//! Input/output formats: safetensors checkpoints, model folders, competition CSVs, atomic
+//! Input/output formats: safetensors checkpoints, GGUF files, model folders, competition CSVs, atomic
 //! output files.
 
 pub mod checkpoint;
+pub mod gguf;
 
 #[cfg(feature = "std")]
 pub mod atomic;

@@ -21,6 +21,8 @@ pub struct LoadedModel {
     pub tokenizer: Tokenizer,
     /// Defaults from generation_config.json (or config.json), special tokens filled in.
     pub generation: GenerationConfig,
+    /// The Jinja chat template of a GGUF file's metadata (`tokenizer.chat_template`).
+    pub chat_template: Option<String>,
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -28,7 +30,11 @@ fn read(path: &Path) -> Result<String> {
 }
 
 impl LoadedModel {
+    /// Load a model folder, or a `.gguf` file (see [`LoadedModel::load_gguf`]).
     pub fn load(dir: &Path) -> Result<Self> {
+        if dir.is_file() && dir.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+            return Self::load_gguf(dir);
+        }
         if !dir.is_dir() {
             return Err(Error::io(
                 dir.display().to_string(),
@@ -102,6 +108,21 @@ impl LoadedModel {
             model,
             tokenizer,
             generation,
+            chat_template: None,
+        })
+    }
+
+    /// A Llama-family GGUF file: weights dequantized to f32, config, tokenizer and chat
+    /// template rebuilt from the metadata as transformers does with `gguf_file=`.
+    pub fn load_gguf(path: &Path) -> Result<Self> {
+        let g = crate::io::gguf::GgufFile::open(path)?;
+        let m = crate::io::gguf::GgufModel::from_file(&g)?;
+        Ok(LoadedModel {
+            dir: path.to_path_buf(),
+            model: Model::Llama(Box::new(m.model)),
+            tokenizer: m.tokenizer,
+            generation: m.generation,
+            chat_template: m.chat_template,
         })
     }
 }

@@ -1,0 +1,265 @@
+//! GGUF → Hugging Face for the Llama family (llama, mistral, qwen2, qwen3): tensor names
+//! (gguf-py's `TensorNameMap` read backwards), the Q/K row permutation llama.cpp applies
+//! to `llama` checkpoints (undone as transformers' `LlamaTensorProcessor` does), and the
+//! `config.json` transformers builds from the metadata (`GGUF_CONFIG_MAPPING`).
+
+use std::collections::HashMap;
+use std::format;
+use std::string::{String, ToString};
+use std::vec::Vec;
+
+use serde_json::{json, Map, Value as Json};
+
+use super::{GgmlType, GgufFile};
+use crate::error::{Error, Result};
+use crate::io::checkpoint::Checkpoint;
+use crate::models::llama::LlamaConfig;
+use crate::tensor::Weight;
+
+/// The HF name of a GGUF tensor of a Llama-family model, `None` for tensors transformers
+/// ignores (`rope_freqs`, unknown names).
+pub fn hf_name(gguf: &str) -> Option<String> {
+    let (stem, suffix) = gguf.rsplit_once('.')?;
+    if suffix != "weight" && suffix != "bias" {
+        return None;
+    }
+    let top = match stem {
+        "token_embd" => Some("model.embed_tokens"),
+        "output_norm" => Some("model.norm"),
+        "output" => Some("lm_head"),
+        _ => None,
+    };
+    if let Some(t) = top {
+        return Some(format!("{t}.{suffix}"));
+    }
+    let rest = stem.strip_prefix("blk.")?;
+    let (n, part) = rest.split_once('.')?;
+    let n: usize = n.parse().ok()?;
+    let hf = match part {
+        "attn_norm" => "input_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
+        "ffn_norm" => "post_attention_layernorm",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{n}.{hf}.{suffix}"))
+}
+
+/// Undo llama.cpp's `permute(w, n_head, n_head_kv)` on the rows of a Q or K weight (or bias):
+/// rows of each head were interleaved as (dim/2, 2), transformers regroups them as (2, dim/2).
+/// `rows × cols` row-major; `n_head` already replaced by the kv head count for K.
+pub fn reverse_permute(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Option<Vec<f32>> {
+    if n_head == 0 || !rows.is_multiple_of(2 * n_head) || w.len() != rows * cols {
+        return None;
+    }
+    let dim = rows / n_head / 2;
+    let mut out = std::vec![0f32; w.len()];
+    for h in 0..n_head {
+        for a in 0..2 {
+            for d in 0..dim {
+                let dst = h * 2 * dim + a * dim + d;
+                let src = h * 2 * dim + d * 2 + a;
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The architectures this loader maps (value of `general.architecture`).
+pub const ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
+
+/// `config.json` as transformers' `load_gguf_checkpoint` builds it: `model_type`, the mapped
+/// `{arch}.*` keys, `tie_word_embeddings` (no `output.weight`), `vocab_size` from the token
+/// list when the metadata has none. Keys transformers does not map keep their class defaults.
+pub fn config_json(g: &GgufFile) -> Result<Json> {
+    let arch = g.get_str("general.architecture")?;
+    if !ARCHITECTURES.contains(&arch) {
+        return Err(Error::config(
+            &g.path,
+            format!(
+                "GGUF architecture `{arch}` is not supported (supported: {})",
+                ARCHITECTURES.join(", ")
+            ),
+        ));
+    }
+    // transformers loads llama.cpp's "llama" files named like Mistral as `mistral`.
+    let name_is_mistral = g
+        .get("general.name")
+        .and_then(|v| v.as_str())
+        .is_some_and(|n| n.contains("mistral"));
+    let model_type = if arch == "llama" && name_is_mistral {
+        "mistral"
+    } else {
+        arch
+    };
+    let mut c = Map::new();
+    c.insert("model_type".into(), json!(model_type));
+    let int = |k: &str| -> Result<Option<u64>> {
+        match g.get(&format!("{arch}.{k}")) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                Error::config(
+                    &g.path,
+                    format!("metadata `{arch}.{k}` should be a non-negative integer, found {v:?}"),
+                )
+            }),
+        }
+    };
+    let float = |k: &str| -> Result<Option<f64>> {
+        match g.get(&format!("{arch}.{k}")) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+                Error::config(
+                    &g.path,
+                    format!("metadata `{arch}.{k}` should be a number, found {v:?}"),
+                )
+            }),
+        }
+    };
+    for (k, hf) in [
+        ("context_length", "max_position_embeddings"),
+        ("block_count", "num_hidden_layers"),
+        ("feed_forward_length", "intermediate_size"),
+        ("embedding_length", "hidden_size"),
+        ("attention.head_count", "num_attention_heads"),
+        ("attention.head_count_kv", "num_key_value_heads"),
+        ("vocab_size", "vocab_size"),
+    ] {
+        if let Some(v) = int(k)? {
+            c.insert(hf.into(), json!(v));
+        }
+    }
+    for (k, hf) in [
+        ("rope.freq_base", "rope_theta"),
+        ("attention.layer_norm_rms_epsilon", "rms_norm_eps"),
+    ] {
+        if let Some(v) = float(k)? {
+            c.insert(hf.into(), json!(v));
+        }
+    }
+    match arch {
+        // transformers maps rope.dimension_count to head_dim only for llama / mistral.
+        "llama" | "mistral" => {
+            if let Some(v) = int("rope.dimension_count")? {
+                c.insert("head_dim".into(), json!(v));
+            }
+        }
+        // Qwen3Config's default head_dim is 128 and transformers maps no key to it; llama.cpp
+        // writes it as attention.key_length, equal to 128 in every released Qwen3.
+        "qwen3" => {
+            let v = int("attention.key_length")?.unwrap_or(128);
+            c.insert("head_dim".into(), json!(v));
+        }
+        _ => {}
+    }
+    // Class defaults of the transformers configs for what the metadata leaves out.
+    let max_pos = match model_type {
+        "llama" => 2048,
+        "mistral" => 4096 * 32,
+        _ => 32768,
+    };
+    c.entry("max_position_embeddings").or_insert(json!(max_pos));
+    if !c.contains_key("vocab_size") {
+        if let Some(n) = g
+            .get("tokenizer.ggml.tokens")
+            .and_then(|v| v.as_array())
+            .map(|a| a.len())
+        {
+            c.insert("vocab_size".into(), json!(n));
+        }
+    }
+    let tied = g.tensor("output.weight").is_none();
+    c.insert("tie_word_embeddings".into(), json!(tied));
+    Ok(Json::Object(c))
+}
+
+/// [`config_json`] parsed and validated as a [`LlamaConfig`].
+pub fn llama_config(g: &GgufFile) -> Result<LlamaConfig> {
+    let j = config_json(g)?;
+    for k in [
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+    ] {
+        if !j.get(k).is_some_and(|v| v.is_u64()) {
+            return Err(Error::config(
+                &g.path,
+                format!("the metadata gives no `{k}` (expected `{{arch}}.*` keys, see gguf.md)"),
+            ));
+        }
+    }
+    LlamaConfig::from_json(&j.to_string(), &g.path)
+}
+
+/// Every tensor transformers would load, dequantized to f32 under its HF name; F32 tensors
+/// that need no permutation stay borrowed from the mapped file.
+pub fn checkpoint(g: &GgufFile, config: &LlamaConfig) -> Result<Checkpoint> {
+    let arch = g.get_str("general.architecture")?;
+    // transformers only reverses the permutation when both head counts are in the metadata.
+    let heads = match (
+        g.get(&format!("{arch}.attention.head_count")),
+        g.get(&format!("{arch}.attention.head_count_kv")),
+    ) {
+        (Some(_), Some(_)) if arch == "llama" => {
+            Some((config.num_attention_heads, config.kv_heads()))
+        }
+        _ => None,
+    };
+    let mut weights = HashMap::new();
+    for t in &g.tensors {
+        let Some(name) = hf_name(&t.name) else {
+            continue;
+        };
+        let shape = t.shape();
+        let permute = heads.and_then(|(h, kv)| {
+            if t.name.contains(".attn_q.") {
+                Some(h)
+            } else if t.name.contains(".attn_k.") {
+                Some(kv)
+            } else {
+                None
+            }
+        });
+        let w = match permute {
+            None if t.ty == GgmlType::F32 => {
+                match Weight::from_shared(shape.clone(), g.shared_bytes().clone(), t.start) {
+                    Some(w) => w,
+                    None => Weight::from_vec(shape, g.dequantize(t)?),
+                }
+            }
+            None => Weight::from_vec(shape, g.dequantize(t)?),
+            Some(n_head) => {
+                let data = g.dequantize(t)?;
+                let rows = shape.first().copied().unwrap_or(0);
+                let cols = if shape.len() > 1 { data.len() / rows.max(1) } else { 1 };
+                let p = reverse_permute(&data, rows, cols, n_head).ok_or_else(|| Error::Tensor {
+                    path: g.path.clone(),
+                    name: t.name.clone(),
+                    message: format!(
+                        "{rows} rows cannot be split into {n_head} heads of rotary pairs"
+                    ),
+                })?;
+                Weight::from_vec(shape, p)
+            }
+        };
+        weights.insert(name, w);
+    }
+    Ok(Checkpoint::from_weights(g.path.clone(), weights))
+}
+
+/// `tokenizer.chat_template` from the metadata.
+pub fn chat_template(g: &GgufFile) -> Option<String> {
+    g.get("tokenizer.chat_template")
+        .and_then(|v| v.as_str())
+        .map(|s| s.to_string())
+}
