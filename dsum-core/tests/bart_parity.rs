@@ -10,7 +10,19 @@ use dsum_core::models::{LoadedModel, Model};
 use serde_json::Value;
 
 /// Tolerance for f32 values recomputed with another summation order (logits, scores).
+/// The sharp fixture models (tiny-a, tiny-b: sharp so that decoding is varied) amplify
+/// rounding: transformers' own f32 result is off from f64 by `ref_f32_error` (recorded per
+/// case by the fixture script), and dsum's f32 result is off by a similar amount in another
+/// direction; beam scores sum such errors over every step. Their tolerance is therefore a
+/// multiple of the recorded error, while their token ids must match exactly (every case has a
+/// decision margin of at least 2e-3). The well-conditioned tiny-c (error ~1e-5) is held to
+/// 1e-4 flat.
 const F32_TOL: f64 = 1e-4;
+const REF_ERROR_FACTOR: f64 = 5.0;
+
+fn tol(ref_error: Option<f64>) -> f64 {
+    F32_TOL.max(REF_ERROR_FACTOR * ref_error.unwrap_or(0.0))
+}
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/bart")
@@ -146,23 +158,37 @@ fn logits_match_transformers() {
         let enc = m.encode(&flat, &mask, b, s).unwrap();
         let mut want = Vec::new();
         flat_f64(&c["encoder_last_hidden_state"], &mut want);
-        check_close(&enc.hidden, &want, &format!("{name} encoder hidden"));
+        let err = &c["ref_f32_error"];
+        check_close(
+            &enc.hidden,
+            &want,
+            tol(err["encoder_last_hidden_state"].as_f64()),
+            &format!("{name} encoder hidden"),
+        );
         let logits = m.forward(&flat, &mask, b, s, &dec.concat(), t).unwrap();
         let mut want = Vec::new();
         flat_f64(&c["logits"], &mut want);
-        check_close(&logits, &want, &format!("{name} logits"));
+        check_close(
+            &logits,
+            &want,
+            tol(err["logits"].as_f64()),
+            &format!("{name} logits"),
+        );
     }
 }
 
-fn check_close(got: &[f32], want: &[f64], what: &str) {
+fn check_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: size");
     let mut worst = 0f64;
     for (g, w) in got.iter().zip(want) {
         let d = (*g as f64 - w).abs();
         worst = worst.max(d);
-        assert!(d <= F32_TOL, "{what}: {g} vs {w} (diff {d})");
+        assert!(
+            d <= tol,
+            "{what}: {g} vs {w} (diff {d}, tolerance {tol:.1e})"
+        );
     }
-    eprintln!("{what}: max abs diff {worst:.2e}");
+    eprintln!("{what}: max abs diff {worst:.2e} (tolerance {tol:.1e})");
 }
 
 #[test]
@@ -197,9 +223,11 @@ fn generation_matches_transformers() {
                 continue;
             }
             if let Some(scores) = exp["sequence_scores"].as_array() {
-                for (h, s) in hyps.iter().zip(scores) {
+                let errs = exp["score_f32_error"].as_array();
+                for (i, (h, s)) in hyps.iter().zip(scores).enumerate() {
                     let (g, w) = (h.score.unwrap() as f64, s.as_f64().unwrap());
-                    if (g - w).abs() > F32_TOL {
+                    let t = tol(errs.and_then(|e| e.get(i)).and_then(|x| x.as_f64()));
+                    if (g - w).abs() > t {
                         failures.push(format!("{name}: row {ri} score {g} vs {w}"));
                     }
                 }
