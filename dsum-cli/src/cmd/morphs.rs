@@ -23,15 +23,21 @@ pub struct MorphsArgs {
 
 pub fn run(args: MorphsArgs) -> anyhow::Result<()> {
     let dir = locate_dictionary(args.mecab_dic.as_deref())?;
-    let mecab = Mecab::load(&dir).with_context(|| format!("loading the Mecab-ko dictionary {}", dir.display()))?;
+    let mecab = Mecab::load(&dir)
+        .with_context(|| format!("loading the Mecab-ko dictionary {}", dir.display()))?;
     let stdin = std::io::stdin().lock();
     let mut out = BufWriter::new(std::io::stdout().lock());
     for (i, line) in stdin.split(b'\n').enumerate() {
         let line = line.context("reading stdin")?;
         let line = line.strip_suffix(b"\r").unwrap_or(&line);
-        let text = std::str::from_utf8(line).with_context(|| format!("stdin line {}: not valid UTF-8", i + 1))?;
+        let text = std::str::from_utf8(line)
+            .with_context(|| format!("stdin line {}: not valid UTF-8", i + 1))?;
         if args.pos {
-            let items: Vec<String> = mecab.pos(text).into_iter().map(|(m, t)| format!("{m}/{t}")).collect();
+            let items: Vec<String> = mecab
+                .pos(text)
+                .into_iter()
+                .map(|(m, t)| format!("{m}/{t}"))
+                .collect();
             writeln!(out, "{}", items.join(" "))?;
         } else {
             writeln!(out, "{}", mecab.morphs(text).join(" "))?;

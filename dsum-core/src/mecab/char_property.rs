@@ -67,7 +67,10 @@ impl CharProperty {
         if bytes.len() as u64 != needed {
             return Err(MecabError::inconsistent(
                 file,
-                format!("{csize} categories need {needed} bytes, file has {}", bytes.len()),
+                format!(
+                    "{csize} categories need {needed} bytes, file has {}",
+                    bytes.len()
+                ),
             ));
         }
         let csize = csize as usize;
@@ -82,10 +85,17 @@ impl CharProperty {
             .chunks_exact(4)
             .map(|c| CharInfo(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
             .collect();
-        if let Some((cp, info)) = map.iter().enumerate().find(|(_, i)| i.default_type() >= csize) {
+        if let Some((cp, info)) = map
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.default_type() >= csize)
+        {
             return Err(MecabError::inconsistent(
                 file,
-                format!("code point U+{cp:04X} has category {} but only {csize} are defined", info.default_type()),
+                format!(
+                    "code point U+{cp:04X} has category {} but only {csize} are defined",
+                    info.default_type()
+                ),
             ));
         }
         Ok(CharProperty { names, map })
@@ -102,7 +112,10 @@ impl CharProperty {
     pub(crate) fn char_info(&self, text: &[u8], pos: usize, end: usize) -> (CharInfo, usize) {
         let (code, len) = decode_ucs2(text, pos, end);
         // U+FFFF is one past MeCab's table; it reads zeroes there.
-        (self.map.get(code as usize).copied().unwrap_or_default(), len)
+        (
+            self.map.get(code as usize).copied().unwrap_or_default(),
+            len,
+        )
     }
 
     pub(crate) fn info_of(&self, code: u16) -> CharInfo {

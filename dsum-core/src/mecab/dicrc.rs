@@ -28,7 +28,10 @@ impl Dicrc {
                 continue;
             }
             let Some(eq) = line.find('=') else {
-                return Err(MecabError::inconsistent("dicrc", format!("format error (no `=`): {line}")));
+                return Err(MecabError::inconsistent(
+                    "dicrc",
+                    format!("format error (no `=`): {line}"),
+                ));
             };
             let key = line[..eq].trim_end_matches(is_c_space);
             let value = line[eq + 1..].trim_start_matches(is_c_space);
@@ -36,7 +39,12 @@ impl Dicrc {
                 entries.push((key.into(), value.into()));
             }
         }
-        let get = |key: &str| entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        let get = |key: &str| {
+            entries
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
 
         let max_grouping_size = match get("max-grouping-size").map(atoi) {
             Some(n) if n > 0 => n as usize,
@@ -58,12 +66,18 @@ impl Dicrc {
             }
         }
         let left_space_penalty = table.into_iter().map(|c| c.unwrap_or(0)).collect();
-        Ok(Dicrc { left_space_penalty, max_grouping_size })
+        Ok(Dicrc {
+            left_space_penalty,
+            max_grouping_size,
+        })
     }
 
     #[inline]
     pub(crate) fn space_penalty(&self, posid: u16) -> i32 {
-        self.left_space_penalty.get(posid as usize).copied().unwrap_or(0)
+        self.left_space_penalty
+            .get(posid as usize)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -128,7 +142,10 @@ mod tests {
 
     #[test]
     fn parses_mecab_ko_penalties() {
-        let d = Dicrc::parse("; c\n# c\ncost-factor = 800\nleft-space-penalty-factor = 100,3000,120,6000\n").unwrap();
+        let d = Dicrc::parse(
+            "; c\n# c\ncost-factor = 800\nleft-space-penalty-factor = 100,3000,120,6000\n",
+        )
+        .unwrap();
         assert_eq!(d.space_penalty(100), 3000);
         assert_eq!(d.space_penalty(120), 6000);
         assert_eq!(d.space_penalty(7), 0);
@@ -137,7 +154,9 @@ mod tests {
 
     #[test]
     fn first_entry_wins() {
-        let d = Dicrc::parse("left-space-penalty-factor = 5,1,5,2\nleft-space-penalty-factor = 5,9\n").unwrap();
+        let d =
+            Dicrc::parse("left-space-penalty-factor = 5,1,5,2\nleft-space-penalty-factor = 5,9\n")
+                .unwrap();
         assert_eq!(d.space_penalty(5), 1);
     }
 }

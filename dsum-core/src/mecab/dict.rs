@@ -67,7 +67,11 @@ impl Dictionary {
         let h = |i: usize| header(i).unwrap_or(0);
         let version = h(1);
         if version != VERSION {
-            return Err(MecabError::Version { file: file.into(), found: version, expected: VERSION });
+            return Err(MecabError::Version {
+                file: file.into(),
+                found: version,
+                expected: VERSION,
+            });
         }
         let (kind, lsize, rsize) = (h(2), h(4), h(5));
         let (dsize, tsize, fsize) = (h(6) as usize, h(7) as usize, h(8) as usize);
@@ -79,12 +83,23 @@ impl Dictionary {
             ));
         }
         if dsize % 8 != 0 || tsize % TOKEN_LEN != 0 {
-            return Err(MecabError::inconsistent(file, "trie or token section size is not a whole number of records"));
+            return Err(MecabError::inconsistent(
+                file,
+                "trie or token section size is not a whole number of records",
+            ));
         }
         let trie = (HEADER_LEN, HEADER_LEN + dsize);
         let tokens = (trie.1, trie.1 + tsize);
         let features = (tokens.1, tokens.1 + fsize);
-        Ok(Dictionary { bytes, trie, tokens, features, lsize, rsize, kind })
+        Ok(Dictionary {
+            bytes,
+            trie,
+            tokens,
+            features,
+            lsize,
+            rsize,
+            kind,
+        })
     }
 
     pub(crate) fn trie(&self) -> DoubleArray<'_> {
@@ -127,17 +142,31 @@ impl Dictionary {
 
     /// Checks that every token the trie can reach lies inside the token table and points at a
     /// feature inside the feature section, so lookups never need to fail later.
-    pub(crate) fn validate_tokens(&self, file: &str, lsize: u32, rsize: u32) -> Result<(), MecabError> {
+    pub(crate) fn validate_tokens(
+        &self,
+        file: &str,
+        lsize: u32,
+        rsize: u32,
+    ) -> Result<(), MecabError> {
         let fsize = self.features.1 - self.features.0;
         for i in 0..self.token_count() {
             let Some(t) = self.token(i) else { break };
             if t.feature as usize >= fsize.max(1) {
-                return Err(MecabError::inconsistent(file, format!("token {i}: feature offset {} is past the feature section ({fsize} bytes)", t.feature)));
+                return Err(MecabError::inconsistent(
+                    file,
+                    format!(
+                        "token {i}: feature offset {} is past the feature section ({fsize} bytes)",
+                        t.feature
+                    ),
+                ));
             }
             if t.lc_attr as u32 >= rsize || t.rc_attr as u32 >= lsize {
                 return Err(MecabError::inconsistent(
                     file,
-                    format!("token {i}: context ids ({}, {}) out of the matrix ({lsize} x {rsize})", t.lc_attr, t.rc_attr),
+                    format!(
+                        "token {i}: context ids ({}, {}) out of the matrix ({lsize} x {rsize})",
+                        t.lc_attr, t.rc_attr
+                    ),
                 ));
             }
         }
@@ -146,7 +175,9 @@ impl Dictionary {
 
     /// All tokens stored for exactly `key` (used for the unknown-word categories).
     pub(crate) fn exact_tokens(&self, key: &[u8]) -> Option<(usize, usize)> {
-        self.trie().exact_match(key).and_then(|v| self.token_range(v))
+        self.trie()
+            .exact_match(key)
+            .and_then(|v| self.token_range(v))
     }
 
     pub(crate) fn prefix_search(&self, key: &[u8], f: impl FnMut(TrieMatch)) {

@@ -13,10 +13,18 @@ pub enum MecabError {
     BadMagic { file: String },
     /// The dictionary was compiled by a MeCab with another binary format version.
     #[error("{file}: dictionary format version {found}, expected {expected}")]
-    Version { file: String, found: u32, expected: u32 },
+    Version {
+        file: String,
+        found: u32,
+        expected: u32,
+    },
     /// The file is shorter than its header says.
     #[error("{file}: truncated: needs {needed} bytes, has {actual}")]
-    Truncated { file: String, needed: u64, actual: u64 },
+    Truncated {
+        file: String,
+        needed: u64,
+        actual: u64,
+    },
     /// Sizes or indices inside the files disagree with each other.
     #[error("{file}: {message}")]
     Inconsistent { file: String, message: String },
@@ -24,10 +32,17 @@ pub enum MecabError {
 
 impl MecabError {
     pub(crate) fn inconsistent(file: &str, message: impl Into<String>) -> Self {
-        MecabError::Inconsistent { file: file.into(), message: message.into() }
+        MecabError::Inconsistent {
+            file: file.into(),
+            message: message.into(),
+        }
     }
     pub(crate) fn truncated(file: &str, needed: u64, actual: usize) -> Self {
-        MecabError::Truncated { file: file.into(), needed, actual: actual as u64 }
+        MecabError::Truncated {
+            file: file.into(),
+            needed,
+            actual: actual as u64,
+        }
     }
 }
 

@@ -55,11 +55,22 @@ pub(crate) fn best_path(mecab: &Mecab, text: &[u8]) -> Vec<Candidate> {
     let bos = Candidate {
         surface_start: 0,
         end: 0,
-        token: Token { lc_attr: 0, rc_attr: 0, posid: 0, wcost: 0, feature: 0 },
+        token: Token {
+            lc_attr: 0,
+            rc_attr: 0,
+            posid: 0,
+            wcost: 0,
+            feature: 0,
+        },
         source: Source::Sys,
     };
     let mut nodes: Vec<Node> = Vec::with_capacity(len * 4 + 2);
-    nodes.push(Node { cand: bos, cost: 0, prev: NONE, enext: NONE });
+    nodes.push(Node {
+        cand: bos,
+        cost: 0,
+        prev: NONE,
+        enext: NONE,
+    });
     // end_head[p]: the most recently added node ending at byte p (mecab's end_node_list).
     let mut end_head: Vec<u32> = vec![NONE; len + 1];
     end_head[0] = 0;
@@ -80,11 +91,18 @@ pub(crate) fn best_path(mecab: &Mecab, text: &[u8]) -> Vec<Candidate> {
                 continue;
             }
             let extra = r.token.wcost as i64 + space_penalty(mecab, pos, &r) as i64;
-            let Some((best, cost)) = best_left(mecab, &nodes, end_head[pos], r.token.lc_attr, extra) else {
+            let Some((best, cost)) =
+                best_left(mecab, &nodes, end_head[pos], r.token.lc_attr, extra)
+            else {
                 continue;
             };
             let id = nodes.len() as u32;
-            nodes.push(Node { cand: r, cost, prev: best, enext: end_head[x] });
+            nodes.push(Node {
+                cand: r,
+                cost,
+                prev: best,
+                enext: end_head[x],
+            });
             end_head[x] = id;
         }
     }
@@ -119,7 +137,13 @@ fn space_penalty(mecab: &Mecab, pos: usize, r: &Candidate) -> i32 {
 /// The first left node (in list order) with the strictly lowest total cost, as mecab's
 /// `connect` does; `None` when mecab would report an overflow ("too long sentence").
 #[inline]
-fn best_left(mecab: &Mecab, nodes: &[Node], head: u32, right_lc: u16, extra: i64) -> Option<(u32, i64)> {
+fn best_left(
+    mecab: &Mecab,
+    nodes: &[Node],
+    head: u32,
+    right_lc: u16,
+    extra: i64,
+) -> Option<(u32, i64)> {
     let mut best_cost: i64 = i32::MAX as i64;
     let mut best = NONE;
     let mut l = head;
@@ -138,9 +162,14 @@ fn best_left(mecab: &Mecab, nodes: &[Node], head: u32, right_lc: u16, extra: i64
 /// mecab `Tokenizer::lookup`: every morpheme that may start at `pos`, in creation order.
 fn lookup(mecab: &Mecab, text: &[u8], pos: usize, out: &mut Vec<Candidate>) {
     let cp = &mecab.chars;
-    let end = if text.len() - pos >= MAX_LOOKAHEAD { pos + MAX_LOOKAHEAD } else { text.len() };
+    let end = if text.len() - pos >= MAX_LOOKAHEAD {
+        pos + MAX_LOOKAHEAD
+    } else {
+        text.len()
+    };
 
-    let (begin2, cinfo, mblen, _) = cp.seek_to_other_type(text, pos, end, mecab.space, CharInfo::default(), 0);
+    let (begin2, cinfo, mblen, _) =
+        cp.seek_to_other_type(text, pos, end, mecab.space, CharInfo::default(), 0);
 
     mecab.sys.prefix_search(&text[begin2..end], |m| {
         if let Some((first, last)) = mecab.sys.token_range(m.value) {
@@ -164,7 +193,12 @@ fn lookup(mecab: &Mecab, text: &[u8], pos: usize, out: &mut Vec<Candidate>) {
     let add_unknown = |out: &mut Vec<Candidate>, stop: usize| {
         if let Some(tokens) = mecab.unk_tokens.get(cinfo.default_type()) {
             for &token in tokens {
-                out.push(Candidate { surface_start: begin2 as u32, end: stop as u32, token, source: Source::Unk });
+                out.push(Candidate {
+                    surface_start: begin2 as u32,
+                    end: stop as u32,
+                    token,
+                    source: Source::Unk,
+                });
             }
         }
     };

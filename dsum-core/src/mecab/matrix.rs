@@ -26,14 +26,24 @@ impl Matrix {
         if bytes.len() != needed {
             return Err(MecabError::inconsistent(
                 file,
-                format!("{lsize} x {rsize} matrix needs {needed} bytes, file has {}", bytes.len()),
+                format!(
+                    "{lsize} x {rsize} matrix needs {needed} bytes, file has {}",
+                    bytes.len()
+                ),
             ));
         }
         if lsize == 0 || rsize == 0 {
             return Err(MecabError::inconsistent(file, "empty connection matrix"));
         }
-        let costs = bytes[4..].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect();
-        Ok(Matrix { lsize, rsize, costs })
+        let costs = bytes[4..]
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        Ok(Matrix {
+            lsize,
+            rsize,
+            costs,
+        })
     }
 
     /// Callers guarantee `rc < lsize` and `lc < rsize` (checked once when the dictionaries

@@ -49,15 +49,19 @@ impl Mecab {
     pub fn load(dir: &std::path::Path) -> Result<Mecab, MecabError> {
         let read = |name: &str| {
             let path = dir.join(name);
-            std::fs::read(&path).map_err(|e| MecabError::Io { file: path.display().to_string(), message: e.to_string() })
+            std::fs::read(&path).map_err(|e| MecabError::Io {
+                file: path.display().to_string(),
+                message: e.to_string(),
+            })
         };
         let sys = read("sys.dic")?;
         let matrix = read("matrix.bin")?;
         let chars = read("char.bin")?;
         let unk = read("unk.dic")?;
         let dicrc = read("dicrc")?;
-        let dicrc = String::from_utf8(dicrc)
-            .map_err(|_| MecabError::inconsistent(&dir.join("dicrc").display().to_string(), "not UTF-8"))?;
+        let dicrc = String::from_utf8(dicrc).map_err(|_| {
+            MecabError::inconsistent(&dir.join("dicrc").display().to_string(), "not UTF-8")
+        })?;
         Self::from_bytes(sys, matrix, chars, unk, &dicrc)
     }
 
@@ -77,7 +81,10 @@ impl Mecab {
         let sys = Dictionary::parse("sys.dic", sys_dic)?;
         let unk = Dictionary::parse("unk.dic", unk_dic)?;
         if sys.kind != 0 {
-            return Err(MecabError::inconsistent("sys.dic", format!("not a system dictionary (type {})", sys.kind)));
+            return Err(MecabError::inconsistent(
+                "sys.dic",
+                format!("not a system dictionary (type {})", sys.kind),
+            ));
         }
         for (file, d) in [("sys.dic", &sys), ("unk.dic", &unk)] {
             if d.lsize as usize != matrix.lsize || d.rsize as usize != matrix.rsize {
@@ -94,19 +101,33 @@ impl Mecab {
         let mut unk_tokens = Vec::with_capacity(chars.names().len());
         for name in chars.names() {
             let Some((first, last)) = unk.exact_tokens(name.as_bytes()) else {
-                return Err(MecabError::inconsistent("unk.dic", format!("no entry for character category {name} of char.bin")));
+                return Err(MecabError::inconsistent(
+                    "unk.dic",
+                    format!("no entry for character category {name} of char.bin"),
+                ));
             };
             unk_tokens.push((first..last).filter_map(|i| unk.token(i)).collect());
         }
         let space = chars.info_of(0x20);
-        Ok(Mecab { sys, unk, matrix, chars, dicrc, unk_tokens, space })
+        Ok(Mecab {
+            sys,
+            unk,
+            matrix,
+            chars,
+            dicrc,
+            unk_tokens,
+            space,
+        })
     }
 
     /// The morphemes of `text`, as `python-mecab-ko`'s `MeCab().morphs(text)`. The whole
     /// text is one sentence (newlines are whitespace); like the C API it stops at a NUL.
     pub fn morphs(&self, text: &str) -> Vec<String> {
         let bytes = until_nul(text);
-        lattice::best_path(self, bytes).iter().map(|c| surface(bytes, c)).collect()
+        lattice::best_path(self, bytes)
+            .iter()
+            .map(|c| surface(bytes, c))
+            .collect()
     }
 
     /// `(surface, tag)` pairs, as `python-mecab-ko`'s `MeCab().pos(text)`: the tag is the
@@ -128,7 +149,12 @@ impl Mecab {
         let bytes = until_nul(text);
         lattice::best_path(self, bytes)
             .iter()
-            .map(|c| (surface(bytes, c), String::from_utf8_lossy(self.feature(c)).into_owned()))
+            .map(|c| {
+                (
+                    surface(bytes, c),
+                    String::from_utf8_lossy(self.feature(c)).into_owned(),
+                )
+            })
             .collect()
     }
 
@@ -149,12 +175,17 @@ impl Mecab {
 pub const DIC_ENV: &str = "DSUM_MECAB_DIC";
 
 /// System install locations of mecab-ko-dic that are tried last.
-pub const SYSTEM_DIC_DIRS: [&str; 2] = ["/usr/local/lib/mecab/dic/mecab-ko-dic", "/usr/lib/mecab/dic/mecab-ko-dic"];
+pub const SYSTEM_DIC_DIRS: [&str; 2] = [
+    "/usr/local/lib/mecab/dic/mecab-ko-dic",
+    "/usr/lib/mecab/dic/mecab-ko-dic",
+];
 
 /// Finds the dictionary folder: `explicit` if given, else `$DSUM_MECAB_DIC`, else a system
 /// mecab-ko-dic install. The error says how to get one.
 #[cfg(feature = "std")]
-pub fn locate_dictionary(explicit: Option<&std::path::Path>) -> Result<std::path::PathBuf, MecabError> {
+pub fn locate_dictionary(
+    explicit: Option<&std::path::Path>,
+) -> Result<std::path::PathBuf, MecabError> {
     use std::path::PathBuf;
     if let Some(dir) = explicit {
         return Ok(dir.to_path_buf());
@@ -185,7 +216,9 @@ fn until_nul(text: &str) -> &[u8] {
 /// The bytes of a morpheme. Only a morpheme cut by mecab's 65,535-byte look-ahead can
 /// split a character; it is then decoded lossily.
 fn surface(text: &[u8], c: &lattice::Candidate) -> String {
-    let s = text.get(c.surface_start as usize..c.end as usize).unwrap_or(&[]);
+    let s = text
+        .get(c.surface_start as usize..c.end as usize)
+        .unwrap_or(&[]);
     String::from_utf8_lossy(s).into_owned()
 }
 

@@ -50,7 +50,9 @@ impl<'a> DoubleArray<'a> {
     /// back to `strlen`, which is 0 at the end of the sentence).
     #[inline]
     pub(crate) fn common_prefix_search(&self, key: &[u8], mut f: impl FnMut(TrieMatch)) {
-        let Some((mut b, _)) = self.unit(0) else { return };
+        let Some((mut b, _)) = self.unit(0) else {
+            return;
+        };
         for (i, &byte) in key.iter().enumerate() {
             if let Some(value) = self.leaf(b) {
                 f(TrieMatch { value, len: i });
@@ -61,7 +63,10 @@ impl<'a> DoubleArray<'a> {
             }
         }
         if let Some(value) = self.leaf(b) {
-            f(TrieMatch { value, len: key.len() });
+            f(TrieMatch {
+                value,
+                len: key.len(),
+            });
         }
     }
 
