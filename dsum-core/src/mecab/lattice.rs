@@ -27,11 +27,15 @@ pub(crate) enum Source {
     Unk,
 }
 
-/// A proposed morpheme starting at `begin2` (after skipped whitespace) and ending at `end`.
+/// A proposed morpheme at some lattice position: whitespace, then `length` bytes of surface
+/// from `surface_start`. Like mecab's `mecab_node_t`, `length` and `rlength`
+/// (whitespace + surface) are 16-bit: only reachable past 65,535 bytes of whitespace, where
+/// mecab's wrapped values decide the result and are kept for parity.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Candidate {
     pub surface_start: u32,
-    pub end: u32,
+    pub length: u16,
+    pub rlength: u16,
     pub token: Token,
     pub source: Source,
 }
@@ -54,7 +58,8 @@ pub(crate) fn best_path(mecab: &Mecab, text: &[u8]) -> Vec<Candidate> {
     // Node 0 is BOS: context ids 0, cost 0.
     let bos = Candidate {
         surface_start: 0,
-        end: 0,
+        length: 0,
+        rlength: 0,
         token: Token {
             lc_attr: 0,
             rc_attr: 0,
@@ -84,13 +89,13 @@ pub(crate) fn best_path(mecab: &Mecab, text: &[u8]) -> Vec<Candidate> {
         lookup(mecab, text, pos, &mut cands);
         // mecab prepends each new node to its list, so it walks them newest first.
         for &r in cands.iter().rev() {
-            let x = r.end as usize;
+            let x = pos + r.rlength as usize;
             if x > len {
                 // Only the unknown word proposed past the end of trailing whitespace; mecab
                 // files it past the sentence where nothing reads it.
                 continue;
             }
-            let extra = r.token.wcost as i64 + space_penalty(mecab, pos, &r) as i64;
+            let extra = r.token.wcost as i64 + space_penalty(mecab, &r) as i64;
             let Some((best, cost)) =
                 best_left(mecab, &nodes, end_head[pos], r.token.lc_attr, extra)
             else {
@@ -126,8 +131,8 @@ pub(crate) fn best_path(mecab: &Mecab, text: &[u8]) -> Vec<Candidate> {
 
 /// mecab-ko `Connector::get_space_penalty_cost`: only for nodes preceded by whitespace.
 #[inline]
-fn space_penalty(mecab: &Mecab, pos: usize, r: &Candidate) -> i32 {
-    if r.surface_start as usize == pos {
+fn space_penalty(mecab: &Mecab, r: &Candidate) -> i32 {
+    if r.rlength == r.length {
         0
     } else {
         mecab.dicrc.space_penalty(r.token.posid)
@@ -171,16 +176,25 @@ fn lookup(mecab: &Mecab, text: &[u8], pos: usize, out: &mut Vec<Candidate>) {
     let (begin2, cinfo, mblen, _) =
         cp.seek_to_other_type(text, pos, end, mecab.space, CharInfo::default(), 0);
 
-    mecab.sys.prefix_search(&text[begin2..end], |m| {
+    // An empty key makes Darts fall back to `strlen`: past a window that ends in whitespace
+    // the search runs on to the end of the text.
+    let key = if begin2 == end {
+        &text[begin2..]
+    } else {
+        &text[begin2..end]
+    };
+    let new = |stop: usize, token: Token, source: Source| Candidate {
+        surface_start: begin2 as u32,
+        length: (stop - begin2) as u16,
+        rlength: (stop - pos) as u16,
+        token,
+        source,
+    };
+    mecab.sys.prefix_search(key, |m| {
         if let Some((first, last)) = mecab.sys.token_range(m.value) {
             for i in first..last {
                 if let Some(token) = mecab.sys.token(i) {
-                    out.push(Candidate {
-                        surface_start: begin2 as u32,
-                        end: (begin2 + m.len) as u32,
-                        token,
-                        source: Source::Sys,
-                    });
+                    out.push(new(begin2 + m.len, token, Source::Sys));
                 }
             }
         }
@@ -193,12 +207,7 @@ fn lookup(mecab: &Mecab, text: &[u8], pos: usize, out: &mut Vec<Candidate>) {
     let add_unknown = |out: &mut Vec<Candidate>, stop: usize| {
         if let Some(tokens) = mecab.unk_tokens.get(cinfo.default_type()) {
             for &token in tokens {
-                out.push(Candidate {
-                    surface_start: begin2 as u32,
-                    end: stop as u32,
-                    token,
-                    source: Source::Unk,
-                });
+                out.push(new(stop, token, Source::Unk));
             }
         }
     };

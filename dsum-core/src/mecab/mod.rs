@@ -216,9 +216,8 @@ fn until_nul(text: &str) -> &[u8] {
 /// The bytes of a morpheme. Only a morpheme cut by mecab's 65,535-byte look-ahead can
 /// split a character; it is then decoded lossily.
 fn surface(text: &[u8], c: &lattice::Candidate) -> String {
-    let s = text
-        .get(c.surface_start as usize..c.end as usize)
-        .unwrap_or(&[]);
+    let start = c.surface_start as usize;
+    let s = text.get(start..start + c.length as usize).unwrap_or(&[]);
     String::from_utf8_lossy(s).into_owned()
 }
 
