@@ -321,3 +321,38 @@ proptest! {
         }
     }
 }
+
+/// Random byte corruption of a real dictionary: loading either fails with an error or
+/// succeeds and then analyses without panicking.
+#[test]
+fn corrupted_real_dictionary_never_panics() {
+    let Some(dir) = dictionary_dir() else { return };
+    let files = read_files(&dir);
+    let mut rng = proptest::test_runner::TestRng::deterministic_rng(
+        proptest::test_runner::RngAlgorithm::ChaCha,
+    );
+    let texts = [
+        "#Person1#: 11,500원 입니다.",
+        "ㅋㅋㅋ 어쩔티비 😀 漢字 hello",
+        "  \t가\n나  ",
+    ];
+    for case in 0..24 {
+        let mut f = files.clone();
+        // sys.dic is large: corrupt only its first megabyte (header, trie root, ...) or its
+        // tokens; unk.dic and char.bin anywhere past their sizes/magic.
+        let target = [0usize, 3, 2][case % 3];
+        let len = f[target].len();
+        let lo = if target == 2 { 4 } else { 72 };
+        let hi = if target == 0 { 1 << 20 } else { len };
+        for _ in 0..(1 + rng.random_range(0..64)) {
+            let i = rng.random_range(lo..hi);
+            f[target][i] = rng.random();
+        }
+        if let Ok(m) = from_files(f) {
+            for t in texts {
+                let _ = m.morphs(t);
+                let _ = m.pos(t);
+            }
+        }
+    }
+}
