@@ -18,6 +18,8 @@ pub(crate) struct Dicrc {
     /// Indexed by part-of-speech id; 0 for ids without a penalty.
     pub left_space_penalty: Vec<i32>,
     pub max_grouping_size: usize,
+    /// `unk-feature`: when set, replaces the feature of every unknown word.
+    pub unk_feature: Option<String>,
 }
 
 impl Dicrc {
@@ -46,6 +48,16 @@ impl Dicrc {
                 .map(|(_, v)| v.as_str())
         };
 
+        if get("bos-feature").is_none_or(str::is_empty) {
+            return Err(MecabError::inconsistent(
+                "dicrc",
+                "bos-feature is undefined",
+            ));
+        }
+        let unk_feature = get("unk-feature")
+            .filter(|v| !v.is_empty())
+            .map(String::from);
+
         let max_grouping_size = match get("max-grouping-size").map(atoi) {
             Some(n) if n > 0 => n as usize,
             _ => DEFAULT_MAX_GROUPING_SIZE,
@@ -69,6 +81,7 @@ impl Dicrc {
         Ok(Dicrc {
             left_space_penalty,
             max_grouping_size,
+            unk_feature,
         })
     }
 
@@ -143,7 +156,7 @@ mod tests {
     #[test]
     fn parses_mecab_ko_penalties() {
         let d = Dicrc::parse(
-            "; c\n# c\ncost-factor = 800\nleft-space-penalty-factor = 100,3000,120,6000\n",
+            "; c\n# c\ncost-factor = 800\nbos-feature = BOS/EOS,*\nleft-space-penalty-factor = 100,3000,120,6000\n",
         )
         .unwrap();
         assert_eq!(d.space_penalty(100), 3000);
@@ -155,8 +168,13 @@ mod tests {
     #[test]
     fn first_entry_wins() {
         let d =
-            Dicrc::parse("left-space-penalty-factor = 5,1,5,2\nleft-space-penalty-factor = 5,9\n")
+            Dicrc::parse("bos-feature = BOS\nleft-space-penalty-factor = 5,1,5,2\nleft-space-penalty-factor = 5,9\n")
                 .unwrap();
         assert_eq!(d.space_penalty(5), 1);
+    }
+
+    #[test]
+    fn bos_feature_is_required() {
+        assert!(Dicrc::parse("cost-factor = 800\n").is_err());
     }
 }

@@ -161,7 +161,10 @@ impl Mecab {
     fn feature(&self, c: &lattice::Candidate) -> &[u8] {
         match c.source {
             Source::Sys => self.sys.feature(c.token.feature),
-            Source::Unk => self.unk.feature(c.token.feature),
+            Source::Unk => match &self.dicrc.unk_feature {
+                Some(f) => f.as_bytes(),
+                None => self.unk.feature(c.token.feature),
+            },
         }
     }
 
