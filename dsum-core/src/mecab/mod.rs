@@ -11,6 +11,7 @@ mod dicrc;
 mod dict;
 mod error;
 mod lattice;
+mod matrix;
 mod trie;
 
 use std::string::String;
@@ -21,8 +22,6 @@ use dicrc::Dicrc;
 use dict::{Dictionary, Token};
 use lattice::Source;
 use matrix::Matrix;
-
-mod matrix;
 
 pub use error::MecabError;
 
