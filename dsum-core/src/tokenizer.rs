@@ -12,6 +12,38 @@ pub struct Tokenizer {
     inner: HfTokenizer,
     path: String,
     clean_up_spaces: bool,
+    /// `chat_template` of tokenizer_config.json (the default one when it lists several).
+    pub chat_template: Option<String>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+}
+
+/// A special token in tokenizer_config.json: a string or an AddedToken object.
+fn token_str(v: Option<&serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+        _ => None,
+    }
+}
+
+/// `chat_template` is a string, or a list of `{name, template}` where `default` wins.
+fn chat_template_of(v: Option<&serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(a) => {
+            let named = |n: &str| {
+                a.iter()
+                    .find(|t| t.get("name").and_then(|x| x.as_str()) == Some(n))
+            };
+            named("default")
+                .or_else(|| a.first())?
+                .get("template")?
+                .as_str()
+                .map(String::from)
+        }
+        _ => None,
+    }
 }
 
 impl Tokenizer {
@@ -21,22 +53,28 @@ impl Tokenizer {
             path: path.into(),
             message: e.to_string(),
         })?;
-        let mut clean_up_spaces = false;
+        let mut t = Tokenizer {
+            inner,
+            path: path.into(),
+            clean_up_spaces: false,
+            chat_template: None,
+            bos_token: None,
+            eos_token: None,
+        };
         if let Some(cfg) = config {
             let v: serde_json::Value = serde_json::from_str(cfg).map_err(|e| Error::Tokenizer {
                 path: path.into(),
                 message: format!("tokenizer_config.json: {e}"),
             })?;
-            clean_up_spaces = v
+            t.clean_up_spaces = v
                 .get("clean_up_tokenization_spaces")
                 .and_then(|b| b.as_bool())
                 .unwrap_or(false);
+            t.chat_template = chat_template_of(v.get("chat_template"));
+            t.bos_token = token_str(v.get("bos_token"));
+            t.eos_token = token_str(v.get("eos_token"));
         }
-        Ok(Tokenizer {
-            inner,
-            path: path.into(),
-            clean_up_spaces,
-        })
+        Ok(t)
     }
 
     #[cfg(feature = "std")]
@@ -81,6 +119,19 @@ impl Tokenizer {
                 t.encode(text, true).map_err(err)?
             }
         };
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// `tokenizer(text, add_special_tokens=False)["input_ids"]`, e.g. for a rendered chat
+    /// prompt that already holds its special tokens.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
         Ok(enc.get_ids().to_vec())
     }
 
