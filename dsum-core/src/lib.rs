@@ -12,6 +12,7 @@ pub mod io;
 pub mod mecab;
 pub mod models;
 pub mod ops;
+pub mod prompt;
 pub mod rouge;
 pub mod tensor;
 pub mod tokenizer;

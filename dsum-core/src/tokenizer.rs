@@ -135,6 +135,44 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Ids of added tokens flagged special (`<s>`, `<|im_end|>`, ...).
+    pub fn special_ids(&self) -> Vec<u32> {
+        self.inner
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The raw bytes token `id` stands for: byte-level BPE tokens mapped back through the
+    /// GPT-2 byte alphabet, `<0xNN>` byte-fallback tokens to their byte, sentencepiece `▁`
+    /// to a space. `None` for unknown ids.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        let tok = self.inner.id_to_token(id)?;
+        if tok.len() == 6 && tok.starts_with("<0x") && tok.ends_with('>') {
+            if let Ok(b) = u8::from_str_radix(&tok[3..5], 16) {
+                return Some(vec![b]);
+            }
+        }
+        let byte_level = matches!(
+            self.inner.get_decoder(),
+            Some(tokenizers::DecoderWrapper::ByteLevel(_))
+        );
+        let is_added = self.inner.get_added_tokens_decoder().contains_key(&id);
+        if byte_level && !is_added {
+            let inv = byte_level_inverse();
+            if let Some(bytes) = tok
+                .chars()
+                .map(|c| inv.get(&c).copied())
+                .collect::<Option<Vec<u8>>>()
+            {
+                return Some(bytes);
+            }
+        }
+        Some(tok.replace('\u{2581}', " ").into_bytes())
+    }
+
     /// `tokenizer.decode(ids, skip_special_tokens=..)`.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         let s = self
@@ -150,6 +188,28 @@ impl Tokenizer {
             s
         })
     }
+}
+
+/// GPT-2's byte-to-unicode alphabet, inverted: printable bytes map to themselves, the others
+/// to U+0100 upwards in byte order.
+fn byte_level_inverse() -> std::collections::HashMap<char, u8> {
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).collect();
+    printable.extend(0xA1..=0xAC);
+    printable.extend(0xAE..=0xFF);
+    let mut map = std::collections::HashMap::new();
+    let mut extra = 0u32;
+    for b in 0u32..256 {
+        let c = if printable.contains(&b) {
+            b
+        } else {
+            extra += 1;
+            255 + extra
+        };
+        if let Some(ch) = char::from_u32(c) {
+            map.insert(ch, b as u8);
+        }
+    }
+    map
 }
 
 /// transformers' `clean_up_tokenization`: drop spaces before punctuation and English contractions.
