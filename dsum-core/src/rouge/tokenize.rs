@@ -1,0 +1,137 @@
+//! Tokenizers for scoring, each reproducing the Python it stands in for: `str.split()`
+//! (Python's own whitespace set), single characters, `rouge_score`'s default tokenizer
+//! (`tokenize.py`: lowercase, `[^a-z0-9]+` to space), and a pluggable custom tokenizer
+//! (Mecab-ko morphemes).
+
+use std::string::String;
+use std::sync::Arc;
+use std::vec::Vec;
+
+/// A tokenizer supplied by the caller (for example Mecab-ko morphemes). It returns the
+/// tokens of one text.
+pub type CustomTokenizer = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
+
+/// How a text becomes tokens before scoring.
+///
+/// With the `rouge` (pltrdy) flavor the tokens are joined with single spaces and the
+/// joined string is scored, exactly as the competition feeds Mecab morphemes to the
+/// `rouge` package; so `.` still splits sentences. With the `rouge_score` flavor the
+/// tokens are used as they are.
+#[derive(Clone)]
+pub enum Tokenize {
+    /// Python's `str.split()`.
+    Whitespace,
+    /// Every character that is not Python whitespace is a token.
+    Char,
+    /// `rouge_score`'s `DefaultTokenizer(use_stemmer=False)`: deletes everything except
+    /// `[a-z0-9]` after lowercasing (and so every Hangul character).
+    RougeScoreDefault,
+    /// Tokens from a caller-supplied function.
+    Custom(CustomTokenizer),
+}
+
+impl Tokenize {
+    /// Wraps a function as a custom tokenizer.
+    pub fn custom<F>(f: F) -> Self
+    where
+        F: Fn(&str) -> Vec<String> + Send + Sync + 'static,
+    {
+        Tokenize::Custom(Arc::new(f))
+    }
+
+    /// A short name for messages: `whitespace`, `char`, `default`, `custom`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Tokenize::Whitespace => "whitespace",
+            Tokenize::Char => "char",
+            Tokenize::RougeScoreDefault => "default",
+            Tokenize::Custom(_) => "custom",
+        }
+    }
+
+    /// Calls `emit` with each token of `text`, in order.
+    pub fn for_each_token(&self, text: &str, mut emit: impl FnMut(&str)) {
+        match self {
+            Tokenize::Whitespace => py_split(text).for_each(emit),
+            Tokenize::Char => {
+                for (i, c) in text.char_indices() {
+                    if !is_py_whitespace(c) {
+                        emit(&text[i..i + c.len_utf8()]);
+                    }
+                }
+            }
+            Tokenize::RougeScoreDefault => {
+                let mut buf = String::new();
+                rouge_score_default_tokens(text, &mut buf, |t| emit(t));
+            }
+            Tokenize::Custom(f) => f(text).iter().for_each(|t| emit(t)),
+        }
+    }
+}
+
+impl core::fmt::Debug for Tokenize {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Python's `str.isspace()` for one character: Unicode White_Space plus the four
+/// information separators U+001C..U+001F, which Python also splits on.
+#[inline]
+pub fn is_py_whitespace(c: char) -> bool {
+    if c.is_ascii() {
+        matches!(
+            c,
+            ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r' | '\x1c'..='\x1f'
+        )
+    } else {
+        c.is_whitespace()
+    }
+}
+
+/// Python's `text.split()` (no argument): runs of whitespace separate tokens, no empty
+/// tokens.
+pub fn py_split(text: &str) -> impl Iterator<Item = &str> {
+    text.split(is_py_whitespace).filter(|t| !t.is_empty())
+}
+
+/// `rouge_score.tokenize.tokenize(text, stemmer=None)`: lowercase, keep maximal runs of
+/// `[a-z0-9]`. `buf` is scratch space (a lowercased non-ASCII character may expand, as
+/// `İ` to `i` + U+0307).
+pub fn rouge_score_default_tokens(text: &str, buf: &mut String, mut emit: impl FnMut(&str)) {
+    buf.clear();
+    for c in text.chars() {
+        if c.is_ascii() {
+            if c.is_ascii_alphanumeric() {
+                buf.push(c.to_ascii_lowercase());
+            } else if !buf.is_empty() {
+                emit(buf);
+                buf.clear();
+            }
+        } else {
+            for l in c.to_lowercase() {
+                if l.is_ascii_lowercase() || l.is_ascii_digit() {
+                    buf.push(l);
+                } else if !buf.is_empty() {
+                    emit(buf);
+                    buf.clear();
+                }
+            }
+        }
+    }
+    if !buf.is_empty() {
+        emit(buf);
+    }
+}
+
+/// Whether `rouge_score`'s default tokenizer deletes letters or digits of `text` (Hangul,
+/// for one): the score then ignores them, which is worth a warning.
+pub fn default_tokenizer_deletes_text(text: &str) -> bool {
+    text.chars().any(|c| {
+        !c.is_ascii()
+            && c.is_alphanumeric()
+            && !c
+                .to_lowercase()
+                .any(|l| l.is_ascii_lowercase() || l.is_ascii_digit())
+    })
+}
