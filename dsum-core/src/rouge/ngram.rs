@@ -17,14 +17,12 @@ pub(crate) struct Overlap {
 pub(crate) struct NgramScratch {
     a: Vec<u64>,
     b: Vec<u64>,
-    wa: Vec<u32>,
-    wb: Vec<u32>,
 }
 
-/// `tokens` n-grams as sorted keys. For n <= 2 an n-gram packs into a `u64`; longer
-/// n-grams go through `windows_sorted`.
+/// `tokens`' n-grams (n = 1 or 2, all the competition uses) packed into sorted `u64` keys.
 fn packed_sorted(tokens: &[u32], n: usize, out: &mut Vec<u64>) {
     out.clear();
+    debug_assert!(n == 1 || n == 2);
     if n == 1 {
         out.extend(tokens.iter().map(|&t| t as u64));
     } else {
@@ -35,17 +33,6 @@ fn packed_sorted(tokens: &[u32], n: usize, out: &mut Vec<u64>) {
         );
     }
     out.sort_unstable();
-}
-
-/// Start positions of `tokens`' n-grams, sorted by n-gram (for n > 2).
-fn windows_sorted(tokens: &[u32], n: usize, out: &mut Vec<u32>) {
-    out.clear();
-    if tokens.len() >= n {
-        out.extend(0..(tokens.len() - n + 1) as u32);
-    }
-    out.sort_unstable_by(|&x, &y| {
-        tokens[x as usize..x as usize + n].cmp(&tokens[y as usize..y as usize + n])
-    });
 }
 
 /// Walks two sorted sequences of runs of equal keys; calls `run(count_a, count_b)` for every
@@ -107,7 +94,7 @@ pub(crate) enum Counting {
     Clipped,
 }
 
-/// N-gram counts of `hyp` against `reference` (n >= 1).
+/// N-gram counts of `hyp` against `reference`, n = 1 or 2.
 pub(crate) fn overlap(
     hyp: &[u32],
     reference: &[u32],
@@ -132,25 +119,8 @@ pub(crate) fn overlap(
             o.overlap += ca.min(cb);
         }
     };
-    if n <= 2 {
-        packed_sorted(hyp, n, &mut s.a);
-        packed_sorted(reference, n, &mut s.b);
-        merge_runs(&s.a, &s.b, |x, y| x.cmp(y), &mut run);
-    } else {
-        windows_sorted(hyp, n, &mut s.wa);
-        windows_sorted(reference, n, &mut s.wb);
-        let cmp = |x: &u32, y: &u32, xs: &[u32], ys: &[u32]| {
-            xs[*x as usize..*x as usize + n].cmp(&ys[*y as usize..*y as usize + n])
-        };
-        // The two sides index different token slices, so compare through a tagged key:
-        // merge on (side, position) pairs.
-        let mut tagged: Vec<(bool, u32)> = Vec::with_capacity(s.wa.len() + s.wb.len());
-        tagged.extend(s.wa.iter().map(|&x| (false, x)));
-        let split = tagged.len();
-        tagged.extend(s.wb.iter().map(|&x| (true, x)));
-        let slice = |t: &(bool, u32)| if t.0 { reference } else { hyp };
-        let (ta, tb) = tagged.split_at(split);
-        merge_runs(ta, tb, |x, y| cmp(&x.1, &y.1, slice(x), slice(y)), &mut run);
-    }
+    packed_sorted(hyp, n, &mut s.a);
+    packed_sorted(reference, n, &mut s.b);
+    merge_runs(&s.a, &s.b, |x, y| x.cmp(y), &mut run);
     o
 }
