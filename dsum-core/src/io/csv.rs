@@ -1,1 +1,231 @@
-//! Generic CSV table reading (owned by the ROUGE work; placeholder).
+//! A small, friendly reader for the competition's CSV tables (`fname,dialogue,summary,...`):
+//! a UTF-8 file with a header row, read whole through the `csv` crate, columns looked up
+//! by name. Every error names the file, the line and the problem (missing column, bytes
+//! that are not UTF-8, a broken quote, an empty file, a row of the wrong width, a
+//! duplicate key), because these files are hand-edited and exported from spreadsheets.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::string::{String, ToString};
+use std::vec::Vec;
+
+use crate::error::{Error, Result};
+
+/// A CSV file with a header row, held in memory.
+#[derive(Debug, Clone)]
+pub struct Table {
+    name: String,
+    headers: Vec<String>,
+    rows: Vec<Row>,
+}
+
+/// One data row: its fields (as many as the header has) and the line it starts on.
+#[derive(Debug, Clone)]
+pub struct Row {
+    line: u64,
+    fields: Vec<String>,
+}
+
+impl Row {
+    /// The 1-based line of the file the row starts on (a quoted field may span lines).
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// Field `col` (an index from [`Table::column`]).
+    pub fn get(&self, col: usize) -> &str {
+        self.fields.get(col).map(String::as_str).unwrap_or("")
+    }
+}
+
+impl Table {
+    /// Reads and parses the file at `path`.
+    pub fn read(path: &Path) -> Result<Table> {
+        let name = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(&name, e))?;
+        Table::parse(&name, &bytes)
+    }
+
+    /// Parses CSV `bytes`; `name` is what errors call the file.
+    pub fn parse(name: &str, bytes: &[u8]) -> Result<Table> {
+        let err = |message: String| Error::data(name, message);
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes); // Excel's BOM
+        if let Err(e) = core::str::from_utf8(bytes) {
+            let at = e.valid_up_to();
+            return Err(err(format!(
+                "line {}: bytes that are not UTF-8 (byte {} of the file); save it as UTF-8",
+                line_of(bytes, at),
+                at + 1
+            )));
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(err("empty file: expected a header row".into()));
+        }
+        check_quotes(bytes).map_err(err)?;
+
+        let mut reader = ::csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(false)
+            .from_reader(bytes);
+        let headers: Vec<String> = reader
+            .headers()
+            .map_err(|e| err(csv_message(&e)))?
+            .iter()
+            .map(String::from)
+            .collect();
+        let mut seen = HashMap::new();
+        for (i, h) in headers.iter().enumerate() {
+            if let Some(first) = seen.insert(h.as_str(), i) {
+                return Err(err(format!(
+                    "line 1: column `{h}` appears twice in the header (columns {} and {})",
+                    first + 1,
+                    i + 1
+                )));
+            }
+        }
+        let mut rows = Vec::new();
+        for record in reader.records() {
+            let record = record.map_err(|e| err(csv_message(&e)))?;
+            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            rows.push(Row {
+                line,
+                fields: record.iter().map(String::from).collect(),
+            });
+        }
+        Ok(Table {
+            name: name.into(),
+            headers,
+            rows,
+        })
+    }
+
+    /// What errors call the file (its path).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The header row.
+    pub fn headers(&self) -> &[String] {
+        &self.headers
+    }
+
+    /// The data rows, in file order.
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+
+    /// The index of column `name`, if the header has it.
+    pub fn find_column(&self, name: &str) -> Option<usize> {
+        self.headers.iter().position(|h| h == name)
+    }
+
+    /// The index of a required column; the error lists the columns the file does have.
+    pub fn column(&self, name: &str) -> Result<usize> {
+        self.find_column(name).ok_or_else(|| {
+            Error::data(
+                &self.name,
+                format!(
+                    "missing column `{name}` (the header has: {})",
+                    self.headers.join(", ")
+                ),
+            )
+        })
+    }
+
+    /// Fails if two rows share a value in column `col`, naming the values and their lines.
+    pub fn check_unique(&self, col: usize) -> Result<()> {
+        let mut first: HashMap<&str, u64> = HashMap::new();
+        let mut dups = Vec::new();
+        for row in &self.rows {
+            if let Some(&l) = first.get(row.get(col)) {
+                dups.push(format!("`{}` (lines {l} and {})", row.get(col), row.line));
+            } else {
+                first.insert(row.get(col), row.line);
+            }
+        }
+        if dups.is_empty() {
+            return Ok(());
+        }
+        let column = self.headers.get(col).map(String::as_str).unwrap_or("?");
+        Err(Error::data(
+            &self.name,
+            format!("duplicate {column}: {}", list_some(&dups, 10)),
+        ))
+    }
+}
+
+/// `items` joined with ", ", at most `max` of them and a count of the rest.
+pub fn list_some(items: &[String], max: usize) -> String {
+    let mut s = items
+        .iter()
+        .take(max)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > max {
+        s.push_str(&format!(" and {} more", items.len() - max));
+    }
+    s
+}
+
+/// 1-based line of byte offset `at`.
+fn line_of(bytes: &[u8], at: usize) -> u64 {
+    bytes[..at.min(bytes.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count() as u64
+        + 1
+}
+
+fn csv_message(e: &::csv::Error) -> String {
+    match e.kind() {
+        ::csv::ErrorKind::UnequalLengths { pos, expected_len, len } => format!(
+            "line {}: {len} fields, but the header has {expected_len} (a comma inside an unquoted field?)",
+            pos.as_ref().map(|p| p.line()).unwrap_or(0)
+        ),
+        ::csv::ErrorKind::Utf8 { pos, .. } => format!(
+            "line {}: bytes that are not UTF-8",
+            pos.as_ref().map(|p| p.line()).unwrap_or(0)
+        ),
+        _ => e.to_string(),
+    }
+}
+
+/// Finds the quoting mistakes the `csv` crate would silently repair into wrong data: text
+/// after a closing quote (`"a"b`, usually an undoubled quote inside a quoted field) and a
+/// quoted field that never closes (which would swallow the rest of the file).
+fn check_quotes(bytes: &[u8]) -> core::result::Result<(), String> {
+    #[derive(Clone, Copy)]
+    enum State {
+        FieldStart,
+        Unquoted,
+        Quoted { from: u64 },
+        QuoteInQuoted { from: u64 },
+    }
+    let mut state = State::FieldStart;
+    let mut line = 1u64;
+    for &b in bytes {
+        state = match (state, b) {
+            (State::FieldStart, b'"') => State::Quoted { from: line },
+            (State::FieldStart | State::Unquoted, b',' | b'\n' | b'\r') => State::FieldStart,
+            (State::FieldStart | State::Unquoted, _) => State::Unquoted,
+            (State::Quoted { from }, b'"') => State::QuoteInQuoted { from },
+            (s @ State::Quoted { .. }, _) => s,
+            (State::QuoteInQuoted { from }, b'"') => State::Quoted { from },
+            (State::QuoteInQuoted { .. }, b',' | b'\n' | b'\r') => State::FieldStart,
+            (State::QuoteInQuoted { from }, _) => {
+                return Err(format!(
+                    "line {line}: text after the closing quote of a field opened on line {from} \
+                     (a quote inside a quoted field must be doubled: \"\")"
+                ))
+            }
+        };
+        if b == b'\n' {
+            line += 1;
+        }
+    }
+    if let State::Quoted { from } = state {
+        return Err(format!("line {from}: quoted field is never closed"));
+    }
+    Ok(())
+}
