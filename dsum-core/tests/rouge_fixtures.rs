@@ -215,6 +215,12 @@ fn whitespace_and_lowercase_agree_with_python() {
         .map(u32::from)
         .collect();
     assert_eq!(ours, py_ws);
+    // the byte-level splitter agrees with the character predicate on every character
+    for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+        let text = format!("a{c}b{c}");
+        let n = rouge::py_split(&text).count();
+        assert_eq!(n == 2, rouge::is_py_whitespace(c), "U+{:04X}", u32::from(c));
+    }
     let py_lower = f["lower_to_ascii_alnum"]
         .as_object()
         .cloned()

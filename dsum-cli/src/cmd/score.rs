@@ -102,6 +102,8 @@ struct Item<'a> {
 /// The references of one `fname`.
 struct Refs<'a> {
     texts: Vec<&'a str>,
+    /// The line of the first row with this `fname`.
+    line: u64,
     topic: Option<&'a str>,
 }
 
@@ -142,6 +144,7 @@ fn read_refs(t: &Table) -> anyhow::Result<(Vec<&str>, HashMap<&str, Refs<'_>>)> 
             order.push(row.get(fname));
             Refs {
                 texts: Vec::new(),
+                line: row.line(),
                 topic: None,
             }
         });
@@ -209,7 +212,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         bail!(msg);
     }
 
-    if tokenize.name() == "default" && flavor == Flavor::RougeScore {
+    if matches!(tokenize, Tokenize::RougeScoreDefault) {
         let deleted = pred
             .rows()
             .iter()
@@ -247,10 +250,12 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         let scores = match result {
             Ok(s) => s,
             Err(e) => {
-                let label = format!("{fname} (line {})", row.line());
                 match e {
-                    Empty::Hypothesis => empty_hyp.push(label),
-                    Empty::Reference => empty_ref.push(label),
+                    Empty::Hypothesis => empty_hyp.push(format!("{fname} (line {})", row.line())),
+                    Empty::Reference => {
+                        let line = refs.get(fname).map(|r| r.line).unwrap_or(0);
+                        empty_ref.push(format!("{fname} (line {line})"))
+                    }
                 }
                 if policy == EmptyPolicy::Skip {
                     continue;

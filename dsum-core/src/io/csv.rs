@@ -50,14 +50,6 @@ impl Table {
     pub fn parse(name: &str, bytes: &[u8]) -> Result<Table> {
         let err = |message: String| Error::data(name, message);
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes); // Excel's BOM
-        if let Err(e) = core::str::from_utf8(bytes) {
-            let at = e.valid_up_to();
-            return Err(err(format!(
-                "line {}: bytes that are not UTF-8 (byte {} of the file); save it as UTF-8",
-                line_of(bytes, at),
-                at + 1
-            )));
-        }
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(err("empty file: expected a header row".into()));
         }
@@ -183,9 +175,10 @@ fn csv_message(e: &::csv::Error) -> String {
             "line {}: {len} fields, but the header has {expected_len} (a comma inside an unquoted field?)",
             pos.as_ref().map(|p| p.line()).unwrap_or(0)
         ),
-        ::csv::ErrorKind::Utf8 { pos, .. } => format!(
-            "line {}: bytes that are not UTF-8",
-            pos.as_ref().map(|p| p.line()).unwrap_or(0)
+        ::csv::ErrorKind::Utf8 { pos, err } => format!(
+            "line {}: bytes that are not UTF-8 (field {}); save the file as UTF-8",
+            pos.as_ref().map(|p| p.line()).unwrap_or(0),
+            err.field() + 1
         ),
         _ => e.to_string(),
     }
@@ -193,39 +186,46 @@ fn csv_message(e: &::csv::Error) -> String {
 
 /// Finds the quoting mistakes the `csv` crate would silently repair into wrong data: text
 /// after a closing quote (`"a"b`, usually an undoubled quote inside a quoted field) and a
-/// quoted field that never closes (which would swallow the rest of the file).
-fn check_quotes(bytes: &[u8]) -> core::result::Result<(), String> {
-    #[derive(Clone, Copy)]
-    enum State {
-        FieldStart,
-        Unquoted,
-        Quoted { from: u64 },
-        QuoteInQuoted { from: u64 },
-    }
-    let mut state = State::FieldStart;
-    let mut line = 1u64;
-    for &b in bytes {
-        state = match (state, b) {
-            (State::FieldStart, b'"') => State::Quoted { from: line },
-            (State::FieldStart | State::Unquoted, b',' | b'\n' | b'\r') => State::FieldStart,
-            (State::FieldStart | State::Unquoted, _) => State::Unquoted,
-            (State::Quoted { from }, b'"') => State::QuoteInQuoted { from },
-            (s @ State::Quoted { .. }, _) => s,
-            (State::QuoteInQuoted { from }, b'"') => State::Quoted { from },
-            (State::QuoteInQuoted { .. }, b',' | b'\n' | b'\r') => State::FieldStart,
-            (State::QuoteInQuoted { from }, _) => {
-                return Err(format!(
-                    "line {line}: text after the closing quote of a field opened on line {from} \
-                     (a quote inside a quoted field must be doubled: \"\")"
-                ))
-            }
-        };
-        if b == b'\n' {
-            line += 1;
+/// quoted field that never closes (which would swallow the rest of the file). Jumps from
+/// quote to quote; a quote opens a field only at the start of one, as in the `csv` crate.
+fn check_quotes(b: &[u8]) -> core::result::Result<(), String> {
+    let next_quote = |from: usize| {
+        b.get(from..)?
+            .iter()
+            .position(|&c| c == b'"')
+            .map(|k| from + k)
+    };
+    let mut i = 0;
+    while let Some(q) = next_quote(i) {
+        let field_start = q == 0 || matches!(b[q - 1], b',' | b'\n' | b'\r');
+        if !field_start {
+            i = q + 1; // a bare quote inside an unquoted field is kept as text
+            continue;
         }
-    }
-    if let State::Quoted { from } = state {
-        return Err(format!("line {from}: quoted field is never closed"));
+        let mut j = q + 1;
+        loop {
+            let Some(k) = next_quote(j) else {
+                return Err(format!(
+                    "line {}: quoted field is never closed",
+                    line_of(b, q)
+                ));
+            };
+            match b.get(k + 1) {
+                Some(b'"') => j = k + 2, // "" is an escaped quote
+                None | Some(b',' | b'\n' | b'\r') => {
+                    i = k + 1;
+                    break;
+                }
+                Some(_) => {
+                    return Err(format!(
+                        "line {}: text after the closing quote of a field opened on line {} \
+                         (a quote inside a quoted field must be doubled: \"\")",
+                        line_of(b, k),
+                        line_of(b, q)
+                    ))
+                }
+            }
+        }
     }
     Ok(())
 }

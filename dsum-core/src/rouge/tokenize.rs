@@ -91,8 +91,64 @@ pub fn is_py_whitespace(c: char) -> bool {
 
 /// Python's `text.split()` (no argument): runs of whitespace separate tokens, no empty
 /// tokens.
-pub fn py_split(text: &str) -> impl Iterator<Item = &str> {
-    text.split(is_py_whitespace).filter(|t| !t.is_empty())
+pub fn py_split(text: &str) -> PySplit<'_> {
+    PySplit { text, pos: 0 }
+}
+
+/// Iterator of [`py_split`]. Works on bytes: only the lead bytes 0xC2, 0xE1, 0xE2 and 0xE3
+/// can start a non-ASCII Python whitespace character, so Hangul is never decoded.
+pub struct PySplit<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+/// Byte length of the Python whitespace character starting at `b[i]`, or 0.
+#[inline]
+fn whitespace_len(b: &[u8], i: usize) -> usize {
+    let at = |k: usize| b.get(i + k).copied().unwrap_or(0);
+    match b[i] {
+        b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f => 1,
+        0xC2 if matches!(at(1), 0x85 | 0xA0) => 2, // U+0085, U+00A0
+        0xE1 if (at(1), at(2)) == (0x9A, 0x80) => 3, // U+1680
+        0xE2 if matches!(
+            (at(1), at(2)),
+            (0x80, 0x80..=0x8A | 0xA8 | 0xA9 | 0xAF) | (0x81, 0x9F)
+        ) =>
+        {
+            3
+        }
+        0xE3 if (at(1), at(2)) == (0x80, 0x80) => 3, // U+3000
+        _ => 0,
+    }
+}
+
+impl<'a> Iterator for PySplit<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        let b = self.text.as_bytes();
+        let mut i = self.pos;
+        while i < b.len() {
+            let w = whitespace_len(b, i);
+            if w == 0 {
+                break;
+            }
+            i += w;
+        }
+        if i >= b.len() {
+            self.pos = i;
+            return None;
+        }
+        let start = i;
+        while i < b.len() && whitespace_len(b, i) == 0 {
+            i += 1;
+        }
+        self.pos = i;
+        // start and i sit on character boundaries: whitespace and text ends are boundaries,
+        // and continuation bytes (0x80..0xBF) are never whitespace lead bytes.
+        self.text.get(start..i)
+    }
 }
 
 /// `rouge_score.tokenize.tokenize(text, stemmer=None)`: lowercase, keep maximal runs of
