@@ -23,7 +23,7 @@ pub struct Table {
 #[derive(Debug, Clone)]
 pub struct Row {
     line: u64,
-    fields: Vec<String>,
+    fields: ::csv::StringRecord,
 }
 
 impl Row {
@@ -34,7 +34,7 @@ impl Row {
 
     /// Field `col` (an index from [`Table::column`]).
     pub fn get(&self, col: usize) -> &str {
-        self.fields.get(col).map(String::as_str).unwrap_or("")
+        self.fields.get(col).unwrap_or("")
     }
 }
 
@@ -81,7 +81,7 @@ impl Table {
             let line = record.position().map(|p| p.line()).unwrap_or(0);
             rows.push(Row {
                 line,
-                fields: record.iter().map(String::from).collect(),
+                fields: record,
             });
         }
         Ok(Table {

@@ -18,11 +18,16 @@ impl LcsTable {
     pub(crate) fn fill(&mut self, x: &[u32], y: &[u32]) -> u32 {
         let cols = y.len() + 1;
         self.cols = cols;
-        self.t.clear();
-        self.t.resize((x.len() + 1) * cols, 0);
+        let len = (x.len() + 1) * cols;
+        if self.t.len() < len {
+            self.t.resize(len, 0);
+        }
+        // Only row 0 and column 0 need zeros; every other cell is written before it is read.
+        self.t[..cols].iter_mut().for_each(|c| *c = 0);
         for (i, &xi) in x.iter().enumerate() {
             // rows i (prev) and i+1 (cur) of the table
             let (prev, cur) = self.t[i * cols..(i + 2) * cols].split_at_mut(cols);
+            cur[0] = 0;
             for (j, &yj) in y.iter().enumerate() {
                 cur[j + 1] = if xi == yj {
                     prev[j] + 1

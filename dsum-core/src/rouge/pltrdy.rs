@@ -50,14 +50,15 @@ pub(crate) fn f_score(p: f64, r: f64) -> Score {
     }
 }
 
-/// `rouge_n(hyp, ref, n)` on non-empty sentence lists.
+/// `rouge_n(hyp, ref, n)` on non-empty sentence lists; `vocab` bounds the ids.
 pub(crate) fn rouge_n(
     hyp: &Sentences,
     reference: &Sentences,
     n: usize,
+    vocab: usize,
     s: &mut NgramScratch,
 ) -> Score {
-    let o = overlap(&hyp.ids, &reference.ids, n, Counting::Set, s);
+    let o = overlap(&hyp.ids, &reference.ids, n, Counting::Set, vocab, s);
     let p = if o.hyp == 0 {
         0.0
     } else {

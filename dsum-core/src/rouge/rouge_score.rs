@@ -23,8 +23,14 @@ pub(crate) fn fmeasure(p: f64, r: f64) -> Score {
 }
 
 /// `_score_ngrams(_create_ngrams(target, n), _create_ngrams(prediction, n))`.
-pub(crate) fn rouge_n(hyp: &[u32], target: &[u32], n: usize, s: &mut NgramScratch) -> Score {
-    let o = overlap(hyp, target, n, Counting::Clipped, s);
+pub(crate) fn rouge_n(
+    hyp: &[u32],
+    target: &[u32],
+    n: usize,
+    vocab: usize,
+    s: &mut NgramScratch,
+) -> Score {
+    let o = overlap(hyp, target, n, Counting::Clipped, vocab, s);
     let p = o.overlap as f64 / o.hyp.max(1) as f64;
     let r = o.overlap as f64 / o.reference.max(1) as f64;
     fmeasure(p, r)

@@ -187,14 +187,14 @@ impl Scorer {
         let vocab = self.interner.len();
         match self.flavor {
             Flavor::Rouge => Scores {
-                rouge1: pltrdy::rouge_n(&h.sentences, &r.sentences, 1, &mut self.ngram),
-                rouge2: pltrdy::rouge_n(&h.sentences, &r.sentences, 2, &mut self.ngram),
+                rouge1: pltrdy::rouge_n(&h.sentences, &r.sentences, 1, vocab, &mut self.ngram),
+                rouge2: pltrdy::rouge_n(&h.sentences, &r.sentences, 2, vocab, &mut self.ngram),
                 rouge_l: pltrdy::rouge_l(&h.sentences, &r.sentences, vocab, &mut self.l),
                 rouge_lsum: None,
             },
             Flavor::RougeScore => Scores {
-                rouge1: rouge_score::rouge_n(&h.tokens, &r.tokens, 1, &mut self.ngram),
-                rouge2: rouge_score::rouge_n(&h.tokens, &r.tokens, 2, &mut self.ngram),
+                rouge1: rouge_score::rouge_n(&h.tokens, &r.tokens, 1, vocab, &mut self.ngram),
+                rouge2: rouge_score::rouge_n(&h.tokens, &r.tokens, 2, vocab, &mut self.ngram),
                 rouge_l: rouge_score::rouge_l(&h.tokens, &r.tokens, &mut self.row),
                 rouge_lsum: Some(rouge_score::rouge_lsum(
                     &h.sentences,
