@@ -93,7 +93,7 @@ pub(crate) fn rouge_l(
     let mut llcs = 0usize;
     for r in reference.sentences() {
         for h in hyp.sentences() {
-            s.table.fill(r, h);
+            s.table.fill(r, h, vocab);
             let union = &mut s.union;
             s.table
                 .recon_pltrdy(r, h, |i| llcs += union.insert(r[i]) as usize);

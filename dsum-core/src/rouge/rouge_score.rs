@@ -6,7 +6,7 @@
 
 use std::vec::Vec;
 
-use super::lcs::{lcs_len, LcsTable};
+use super::lcs::LcsTable;
 use super::ngram::{overlap, Counting, NgramScratch};
 use super::text::Sentences;
 use super::Score;
@@ -37,11 +37,11 @@ pub(crate) fn rouge_n(
 }
 
 /// `_score_lcs(target, prediction)`.
-pub(crate) fn rouge_l(hyp: &[u32], target: &[u32], row: &mut Vec<u32>) -> Score {
+pub(crate) fn rouge_l(hyp: &[u32], target: &[u32], vocab: usize, table: &mut LcsTable) -> Score {
     if hyp.is_empty() || target.is_empty() {
         return Score::default();
     }
-    let lcs = lcs_len(target, hyp, row) as f64;
+    let lcs = table.fill(target, hyp, vocab) as f64;
     fmeasure(lcs / hyp.len() as f64, lcs / target.len() as f64)
 }
 
@@ -83,7 +83,7 @@ pub(crate) fn rouge_lsum(
         s.selected.clear();
         s.selected.resize(r.len(), false);
         for c in hyp.sentences() {
-            s.table.fill(r, c);
+            s.table.fill(r, c, vocab);
             let selected = &mut s.selected;
             s.table.backtrack_rouge_score(r, c, |i| selected[i] = true);
         }

@@ -6,6 +6,7 @@ use std::string::String;
 use std::vec::Vec;
 
 use super::intern::Interner;
+use super::lcs::LcsTable;
 use super::multi_ref::{combine, MultiRef};
 use super::ngram::NgramScratch;
 use super::text::Sentences;
@@ -50,7 +51,7 @@ pub struct Scorer {
     ngram: NgramScratch,
     l: pltrdy::LScratch,
     lsum: rouge_score::LsumScratch,
-    row: Vec<u32>,
+    table: LcsTable,
     per_ref: Vec<Scores>,
 }
 
@@ -66,7 +67,7 @@ impl Scorer {
             ngram: NgramScratch::default(),
             l: pltrdy::LScratch::default(),
             lsum: rouge_score::LsumScratch::default(),
-            row: Vec::new(),
+            table: LcsTable::default(),
             per_ref: Vec::new(),
         }
     }
@@ -195,7 +196,7 @@ impl Scorer {
             Flavor::RougeScore => Scores {
                 rouge1: rouge_score::rouge_n(&h.tokens, &r.tokens, 1, vocab, &mut self.ngram),
                 rouge2: rouge_score::rouge_n(&h.tokens, &r.tokens, 2, vocab, &mut self.ngram),
-                rouge_l: rouge_score::rouge_l(&h.tokens, &r.tokens, &mut self.row),
+                rouge_l: rouge_score::rouge_l(&h.tokens, &r.tokens, vocab, &mut self.table),
                 rouge_lsum: Some(rouge_score::rouge_lsum(
                     &h.sentences,
                     &r.sentences,
