@@ -17,26 +17,46 @@ use super::lcs::LcsTable;
 use super::marks::Marks;
 use super::ngram::{overlap, Counting, NgramScratch};
 use super::text::Sentences;
-use super::tokenize::py_split;
+use super::tokenize::{token_end, whitespace_len, CLASS, DOT};
 use super::Score;
 
 /// Cuts `text` into pltrdy sentences of token ids. No sentence at all means pltrdy would
 /// raise "Hypothesis is empty." / "Reference is empty.".
 pub(crate) fn sentences(text: &str, interner: &mut Interner, out: &mut Sentences) {
     out.clear();
-    for piece in text.split('.') {
-        if piece.is_empty() {
-            continue;
-        }
-        let start = out.ids.len();
-        for token in py_split(piece) {
-            out.ids.push(interner.id(token));
-        }
-        if out.ids.len() == start {
-            // `" ".join([]).split(" ") == [""]`
+    let b = text.as_bytes();
+    // One pass for `split(".")`, the length-0 filter and `split()`: `piece` says whether
+    // the current `.`-piece has any character, `start` where its tokens begin.
+    let (mut i, mut piece, mut start) = (0, false, 0);
+    let close = |out: &mut Sentences, interner: &mut Interner, start: &mut usize| {
+        if out.ids.len() == *start {
+            // a whitespace-only piece: `" ".join([]).split(" ") == [""]`
             out.ids.push(interner.id(""));
         }
         out.end_sentence();
+        *start = out.ids.len();
+    };
+    while i < b.len() {
+        if CLASS[b[i] as usize] == DOT {
+            if piece {
+                close(out, interner, &mut start);
+            }
+            piece = false;
+            i += 1;
+            continue;
+        }
+        piece = true;
+        let w = whitespace_len(b, i);
+        if w > 0 {
+            i += w;
+            continue;
+        }
+        let end = token_end(b, i, true);
+        out.ids.push(interner.id(text.get(i..end).unwrap_or("")));
+        i = end;
+    }
+    if piece {
+        close(out, interner, &mut start);
     }
 }
 

@@ -102,24 +102,66 @@ pub struct PySplit<'a> {
     pos: usize,
 }
 
+/// Byte classes of the splitters.
+pub(crate) const TOKEN: u8 = 0; // inside a token
+pub(crate) const SPACE: u8 = 1; // ASCII whitespace (Python's, with U+001C..U+001F)
+pub(crate) const MAYBE: u8 = 2; // lead byte of a character that may be non-ASCII whitespace
+pub(crate) const DOT: u8 = 3; // `.`, pltrdy's sentence end
+
+pub(crate) static CLASS: [u8; 256] = {
+    let mut t = [TOKEN; 256];
+    let spaces = [
+        b' ', b'\t', b'\n', 0x0b, 0x0c, b'\r', 0x1c, 0x1d, 0x1e, 0x1f,
+    ];
+    let mut k = 0;
+    while k < spaces.len() {
+        t[spaces[k] as usize] = SPACE;
+        k += 1;
+    }
+    t[0xC2] = MAYBE;
+    t[0xE1] = MAYBE;
+    t[0xE2] = MAYBE;
+    t[0xE3] = MAYBE;
+    t[b'.' as usize] = DOT;
+    t
+};
+
 /// Byte length of the Python whitespace character starting at `b[i]`, or 0.
 #[inline]
-fn whitespace_len(b: &[u8], i: usize) -> usize {
+pub(crate) fn whitespace_len(b: &[u8], i: usize) -> usize {
     let at = |k: usize| b.get(i + k).copied().unwrap_or(0);
-    match b[i] {
-        b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f => 1,
-        0xC2 if matches!(at(1), 0x85 | 0xA0) => 2, // U+0085, U+00A0
-        0xE1 if (at(1), at(2)) == (0x9A, 0x80) => 3, // U+1680
-        0xE2 if matches!(
-            (at(1), at(2)),
-            (0x80, 0x80..=0x8A | 0xA8 | 0xA9 | 0xAF) | (0x81, 0x9F)
-        ) =>
-        {
-            3
-        }
-        0xE3 if (at(1), at(2)) == (0x80, 0x80) => 3, // U+3000
+    match CLASS[b[i] as usize] {
+        SPACE => 1,
+        MAYBE => match b[i] {
+            0xC2 if matches!(at(1), 0x85 | 0xA0) => 2, // U+0085, U+00A0
+            0xE1 if (at(1), at(2)) == (0x9A, 0x80) => 3, // U+1680
+            0xE2 if matches!(
+                (at(1), at(2)),
+                (0x80, 0x80..=0x8A | 0xA8 | 0xA9 | 0xAF) | (0x81, 0x9F)
+            ) =>
+            {
+                3
+            }
+            0xE3 if (at(1), at(2)) == (0x80, 0x80) => 3, // U+3000
+            _ => 0,
+        },
         _ => 0,
     }
+}
+
+/// End of the token starting at `b[i]`: the next whitespace (or `.` if `stop_at_dot`).
+/// Token ends are character boundaries: continuation bytes are never whitespace or `.`.
+#[inline]
+pub(crate) fn token_end(b: &[u8], mut i: usize, stop_at_dot: bool) -> usize {
+    while i < b.len() {
+        match CLASS[b[i] as usize] {
+            TOKEN => i += 1,
+            DOT if !stop_at_dot => i += 1,
+            MAYBE if whitespace_len(b, i) == 0 => i += 1,
+            _ => break,
+        }
+    }
+    i
 }
 
 impl<'a> Iterator for PySplit<'a> {
@@ -141,12 +183,8 @@ impl<'a> Iterator for PySplit<'a> {
             return None;
         }
         let start = i;
-        while i < b.len() && whitespace_len(b, i) == 0 {
-            i += 1;
-        }
+        i = token_end(b, i, false);
         self.pos = i;
-        // start and i sit on character boundaries: whitespace and text ends are boundaries,
-        // and continuation bytes (0x80..0xBF) are never whitespace lead bytes.
         self.text.get(start..i)
     }
 }
