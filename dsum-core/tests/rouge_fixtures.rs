@@ -184,10 +184,11 @@ fn corpus_mean_matches_pltrdy_avg() {
     let avg = rouge::mean(&per_pair).expect("pairs");
     assert_pltrdy(&Ok(avg), &f["avg"], "avg");
     // the batch entry point gives the same per-pair numbers
-    let pairs: Vec<(&str, Vec<&str>)> = hyps
+    let ref_lists: Vec<[&str; 1]> = refs.iter().map(|r| [r.as_str().unwrap_or("")]).collect();
+    let pairs: Vec<(&str, &[&str])> = hyps
         .iter()
-        .zip(&refs)
-        .map(|(h, r)| (h.as_str().unwrap_or(""), vec![r.as_str().unwrap_or("")]))
+        .zip(&ref_lists)
+        .map(|(h, r)| (h.as_str().unwrap_or(""), &r[..]))
         .collect();
     let batch = rouge::score_all(Flavor::Rouge, &Tokenize::Whitespace, MultiRef::Max, &pairs);
     assert_eq!(

@@ -229,15 +229,13 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         }
     }
 
-    let pairs: Vec<(&str, Vec<&str>)> = pred
+    let pairs: Vec<(&str, &[&str])> = pred
         .rows()
         .iter()
         .map(|r| {
             (
                 r.get(ps),
-                refs.get(r.get(pf))
-                    .map(|x| x.texts.clone())
-                    .unwrap_or_default(),
+                refs.get(r.get(pf)).map(|x| &x.texts[..]).unwrap_or(&[]),
             )
         })
         .collect();

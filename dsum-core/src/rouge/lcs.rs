@@ -74,6 +74,11 @@ impl LcsTable {
     /// `T[i][j]`: the LCS length of `x[..i]` and `y[..j]`.
     #[inline]
     pub(crate) fn at(&self, i: usize, j: usize) -> u32 {
+        if self.words == 1 {
+            // the common case, a sentence of at most 64 tokens
+            let below_j = if j >= 64 { !0 } else { (1u64 << j) - 1 };
+            return (!self.rows[i] & below_j).count_ones();
+        }
         let row = &self.rows[i * self.words..(i + 1) * self.words];
         let full = j / 64;
         let mut n: u32 = row[..full].iter().map(|v| (!v).count_ones()).sum();

@@ -214,7 +214,7 @@ pub fn score_all(
     flavor: Flavor,
     tokenize: &Tokenize,
     how: MultiRef,
-    pairs: &[(&str, Vec<&str>)],
+    pairs: &[(&str, &[&str])],
 ) -> Vec<Result<Scores, Empty>> {
     #[cfg(feature = "rayon")]
     {
