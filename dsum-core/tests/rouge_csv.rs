@@ -23,9 +23,10 @@ fn reads_columns_by_name_with_lines() {
         t.column("fname").expect("fname"),
         t.column("summary").expect("summary"),
     );
-    assert_eq!(t.rows().len(), 2);
-    assert_eq!(t.rows()[0].get(s), "멀티\n라인, \"인용\"");
-    assert_eq!((t.rows()[1].get(f), t.rows()[1].line()), ("d2", 4));
+    assert_eq!((t.len(), t.rows().len()), (2, 2));
+    let rows: Vec<_> = t.rows().collect();
+    assert_eq!(rows[0].get(s), "멀티\n라인, \"인용\"");
+    assert_eq!((rows[1].get(f), rows[1].line()), ("d2", 4));
     assert!(t.find_column("topic").is_none());
     t.check_unique(f).expect("unique");
 }

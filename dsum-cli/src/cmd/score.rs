@@ -174,20 +174,26 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         s => bail!("--empty {s:?}: expected `zero`, `skip` or `error`"),
     };
 
-    let pred = Table::read(&args.pred)?;
+    // the two files are read side by side
+    let (pred, reference) = std::thread::scope(|s| {
+        let r = s.spawn(|| Table::read(&args.reference));
+        let p = Table::read(&args.pred);
+        (p, r.join())
+    });
+    let pred = pred?;
+    let reference =
+        reference.map_err(|_| anyhow::anyhow!("reading {} failed", args.reference.display()))??;
     let (pf, ps) = (pred.column("fname")?, pred.column("summary")?);
     pred.check_unique(pf)?;
-    let reference = Table::read(&args.reference)?;
     let (ref_order, refs) = read_refs(&reference)?;
-    if pred.rows().is_empty() {
+    if pred.is_empty() {
         bail!("{}: no predictions (only a header)", pred.name());
     }
 
     // Both files must cover the same fnames.
-    let pred_names: HashMap<&str, ()> = pred.rows().iter().map(|r| (r.get(pf), ())).collect();
+    let pred_names: HashMap<&str, ()> = pred.rows().map(|r| (r.get(pf), ())).collect();
     let only_pred: Vec<String> = pred
         .rows()
-        .iter()
         .map(|r| r.get(pf))
         .filter(|f| !refs.contains_key(f))
         .map(String::from)
@@ -215,7 +221,6 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     if matches!(tokenize, Tokenize::RougeScoreDefault) {
         let deleted = pred
             .rows()
-            .iter()
             .map(|r| r.get(ps))
             .chain(refs.values().flat_map(|r| r.texts.iter().copied()))
             .filter(|t| rouge::default_tokenizer_deletes_text(t))
@@ -231,7 +236,6 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
 
     let pairs: Vec<(&str, &[&str])> = pred
         .rows()
-        .iter()
         .map(|r| {
             (
                 r.get(ps),
@@ -243,7 +247,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
 
     let mut items = Vec::with_capacity(results.len());
     let (mut empty_hyp, mut empty_ref) = (Vec::new(), Vec::new());
-    for (row, result) in pred.rows().iter().zip(results) {
+    for (row, result) in pred.rows().zip(results) {
         let fname = row.get(pf);
         let scores = match result {
             Ok(s) => s,

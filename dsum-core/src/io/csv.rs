@@ -11,30 +11,41 @@ use std::vec::Vec;
 
 use crate::error::{Error, Result};
 
-/// A CSV file with a header row, held in memory.
+/// A CSV file with a header row, held in memory: every field's text in one buffer.
 #[derive(Debug, Clone)]
 pub struct Table {
     name: String,
     headers: Vec<String>,
-    rows: Vec<Row>,
+    /// All data fields, row after row, concatenated.
+    text: String,
+    /// `ends[r * width + c]`: end of row r's field c in `text`.
+    ends: Vec<usize>,
+    /// The line each row starts on.
+    lines: Vec<u64>,
 }
 
 /// One data row: its fields (as many as the header has) and the line it starts on.
-#[derive(Debug, Clone)]
-pub struct Row {
-    line: u64,
-    fields: ::csv::StringRecord,
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    table: &'a Table,
+    index: usize,
 }
 
-impl Row {
+impl<'a> Row<'a> {
     /// The 1-based line of the file the row starts on (a quoted field may span lines).
     pub fn line(&self) -> u64 {
-        self.line
+        self.table.lines[self.index]
     }
 
-    /// Field `col` (an index from [`Table::column`]).
-    pub fn get(&self, col: usize) -> &str {
-        self.fields.get(col).unwrap_or("")
+    /// Field `col` (an index from [`Table::column`]); `""` past the last column.
+    pub fn get(&self, col: usize) -> &'a str {
+        let w = self.table.headers.len();
+        if col >= w {
+            return "";
+        }
+        let k = self.index * w + col;
+        let start = if k == 0 { 0 } else { self.table.ends[k - 1] };
+        self.table.text.get(start..self.table.ends[k]).unwrap_or("")
     }
 }
 
@@ -75,19 +86,25 @@ impl Table {
                 )));
             }
         }
-        let mut rows = Vec::new();
-        for record in reader.records() {
-            let record = record.map_err(|e| err(csv_message(&e)))?;
-            let line = record.position().map(|p| p.line()).unwrap_or(0);
-            rows.push(Row {
-                line,
-                fields: record,
-            });
+        let mut text = String::with_capacity(bytes.len());
+        let (mut ends, mut lines) = (Vec::new(), Vec::new());
+        let mut record = ::csv::StringRecord::new();
+        while reader
+            .read_record(&mut record)
+            .map_err(|e| err(csv_message(&e)))?
+        {
+            lines.push(record.position().map(|p| p.line()).unwrap_or(0));
+            for field in record.iter() {
+                text.push_str(field);
+                ends.push(text.len());
+            }
         }
         Ok(Table {
             name: name.into(),
             headers,
-            rows,
+            text,
+            ends,
+            lines,
         })
     }
 
@@ -101,9 +118,19 @@ impl Table {
         &self.headers
     }
 
+    /// Number of data rows.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether the file has only a header.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
     /// The data rows, in file order.
-    pub fn rows(&self) -> &[Row] {
-        &self.rows
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = Row<'_>> + '_ {
+        (0..self.len()).map(move |index| Row { table: self, index })
     }
 
     /// The index of column `name`, if the header has it.
@@ -128,11 +155,11 @@ impl Table {
     pub fn check_unique(&self, col: usize) -> Result<()> {
         let mut first: HashMap<&str, u64> = HashMap::new();
         let mut dups = Vec::new();
-        for row in &self.rows {
+        for row in self.rows() {
             if let Some(&l) = first.get(row.get(col)) {
-                dups.push(format!("`{}` (lines {l} and {})", row.get(col), row.line));
+                dups.push(format!("`{}` (lines {l} and {})", row.get(col), row.line()));
             } else {
-                first.insert(row.get(col), row.line);
+                first.insert(row.get(col), row.line());
             }
         }
         if dups.is_empty() {
