@@ -28,12 +28,21 @@ impl LcsTable {
     /// Fills the table for rows `x` and columns `y` (ids below `vocab`); returns the LCS
     /// length.
     pub(crate) fn fill(&mut self, x: &[u32], y: &[u32], vocab: usize) -> u32 {
+        self.set_columns(y, vocab);
+        let n = self.fill_rows(x, y.len());
+        self.clear_columns(y);
+        n
+    }
+
+    /// Builds the match masks of columns `y`; several `fill_rows` may follow (pltrdy
+    /// compares every reference sentence with the same hypothesis sentence), then
+    /// `clear_columns(y)`.
+    pub(crate) fn set_columns(&mut self, y: &[u32], vocab: usize) {
         let w = y.len().div_ceil(64);
         self.words = w;
         if self.slot.len() < vocab {
             self.slot.resize(vocab, 0);
         }
-        // match masks of y's tokens
         self.masks.clear();
         let mut slots = 0u32;
         for (j, &t) in y.iter().enumerate() {
@@ -41,34 +50,55 @@ impl LcsTable {
             if *s == 0 {
                 slots += 1;
                 *s = slots;
-                self.masks.resize(slots as usize * w, 0);
+                self.masks.extend(core::iter::repeat_n(0, w));
             }
             self.masks[(*s as usize - 1) * w + j / 64] |= 1 << (j % 64);
         }
-        self.rows.clear();
-        self.rows.resize(w, !0);
-        for (i, &t) in x.iter().enumerate() {
-            let s = self.slot[t as usize] as usize;
-            let mut carry = 0u64;
-            for k in 0..w {
-                let v = self.rows[i * w + k];
-                let m = if s == 0 {
-                    0
-                } else {
-                    self.masks[(s - 1) * w + k]
-                };
-                let u = v & m;
-                // V' = (V + U) | (V & !M), the addition carried across words
-                let (sum, c1) = v.overflowing_add(u);
-                let (sum, c2) = sum.overflowing_add(carry);
-                carry = (c1 | c2) as u64;
-                self.rows.push(sum | (v & !m));
-            }
-        }
+    }
+
+    /// Undoes `set_columns(y)`.
+    pub(crate) fn clear_columns(&mut self, y: &[u32]) {
         for &t in y {
             self.slot[t as usize] = 0;
         }
-        self.at(x.len(), y.len())
+    }
+
+    /// Fills rows `x` against the columns set by `set_columns` (of length `cols`); returns
+    /// the LCS length.
+    pub(crate) fn fill_rows(&mut self, x: &[u32], cols: usize) -> u32 {
+        let w = self.words;
+        self.rows.clear();
+        self.rows.resize(w, !0);
+        if w == 1 {
+            // one word per row: no carries between words
+            let mut v = !0u64;
+            for &t in x {
+                let s = self.slot[t as usize] as usize;
+                let m = if s == 0 { 0 } else { self.masks[s - 1] };
+                v = v.wrapping_add(v & m) | (v & !m);
+                self.rows.push(v);
+            }
+        } else {
+            for (i, &t) in x.iter().enumerate() {
+                let s = self.slot[t as usize] as usize;
+                let mut carry = 0u64;
+                for k in 0..w {
+                    let v = self.rows[i * w + k];
+                    let m = if s == 0 {
+                        0
+                    } else {
+                        self.masks[(s - 1) * w + k]
+                    };
+                    let u = v & m;
+                    // V' = (V + U) | (V & !M), the addition carried across words
+                    let (sum, c1) = v.overflowing_add(u);
+                    let (sum, c2) = sum.overflowing_add(carry);
+                    carry = (c1 | c2) as u64;
+                    self.rows.push(sum | (v & !m));
+                }
+            }
+        }
+        self.at(x.len(), cols)
     }
 
     /// `T[i][j]`: the LCS length of `x[..i]` and `y[..j]`.

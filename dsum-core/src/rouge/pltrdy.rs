@@ -111,13 +111,17 @@ pub(crate) fn rouge_l(
     let n = s.distinct.count_distinct(&hyp.ids, vocab);
     s.union.reset(vocab);
     let mut llcs = 0usize;
-    for r in reference.sentences() {
-        for h in hyp.sentences() {
-            s.table.fill(r, h, vocab);
+    // The union is a set, so the loops may run hypothesis-major: each hypothesis
+    // sentence's match masks are then built once.
+    for h in hyp.sentences() {
+        s.table.set_columns(h, vocab);
+        for r in reference.sentences() {
+            s.table.fill_rows(r, h.len());
             let union = &mut s.union;
             s.table
                 .recon_pltrdy(r, h, |i| llcs += union.insert(r[i]) as usize);
         }
+        s.table.clear_columns(h);
     }
     f_score(llcs as f64 / n as f64, llcs as f64 / m as f64)
 }
