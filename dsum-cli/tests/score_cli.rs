@@ -247,20 +247,39 @@ fn bad_inputs_are_clear_errors() {
     assert!(e.contains("--mecab-dic"), "{e}");
     let e = stderr(&dsum(&["--pred", &p2, "--ref", &r2, "--flavor", "bleu"]));
     assert!(e.contains("--flavor") && e.contains("rouge-score"), "{e}");
-    for o in [dsum(&[
+    let o = dsum(&[
         "--pred",
         &p2,
         "--ref",
         &r2,
         "--per-item",
         "/nonexistent-dir/x.csv",
-    ])] {
-        assert!(
-            !o.status.success() && stderr(&o).contains("/nonexistent-dir/x.csv"),
-            "{}",
-            stderr(&o)
-        );
-    }
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("/nonexistent-dir/x.csv"),
+        "{}",
+        stderr(&o)
+    );
+
+    // an empty reference (pltrdy would raise "Reference is empty.") is a warned row
+    let r3 = write(d, "r3.csv", "fname,summary\nb,y\na,...\n");
+    let p3 = write(d, "p3.csv", "fname,summary\na,x y\nb,y z\n");
+    let o = dsum(&["--pred", &p3, "--ref", &r3, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("r3.csv") && e.contains("empty references") && e.contains("a (line 3)"),
+        "{e}"
+    );
+    // several references: an empty one is left out, the others still count
+    let r4 = write(d, "r4.csv", "fname,summary1,summary2\na,...,x y\nb,y z,\n");
+    let v: Value = serde_json::from_slice(&dsum(&["--pred", &p3, "--ref", &r4, "--json"]).stdout)
+        .expect("json");
+    assert_eq!(
+        (v["count"].as_u64(), v["empty"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert!(v["rouge-1"]["f"].as_f64().unwrap_or(0.0) > 0.99, "{v}");
 }
 
 #[test]

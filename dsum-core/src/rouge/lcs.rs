@@ -110,10 +110,10 @@ impl LcsTable {
             return (!self.rows[i] & below_j).count_ones();
         }
         let row = &self.rows[i * self.words..(i + 1) * self.words];
-        let full = j / 64;
+        let (full, rest) = (j / 64, j % 64);
         let mut n: u32 = row[..full].iter().map(|v| (!v).count_ones()).sum();
-        if j % 64 != 0 {
-            n += (!row[full] & ((1u64 << (j % 64)) - 1)).count_ones();
+        if rest > 0 {
+            n += (!row[full] & ((1u64 << rest) - 1)).count_ones();
         }
         n
     }
