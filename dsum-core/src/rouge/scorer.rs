@@ -175,6 +175,14 @@ impl Scorer {
                     .for_each_token(text, |t| out.tokens.push(interner.id(t)));
                 let s = &mut out.sentences;
                 s.clear();
+                if !text.contains('\n') {
+                    // one line: its tokens are the whole text's
+                    if !text.is_empty() {
+                        s.ids.extend_from_slice(&out.tokens);
+                        s.end_sentence();
+                    }
+                    return;
+                }
                 for line in text.split('\n').filter(|l| !l.is_empty()) {
                     self.tokenize
                         .for_each_token(line, |t| s.ids.push(interner.id(t)));
