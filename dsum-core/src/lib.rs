@@ -5,12 +5,14 @@
 //! (`std`), memory maps (`mmap`) and threads (`rayon`) are opt-in, so the crate also
 //! builds for `wasm32-unknown-unknown`.
 
+pub mod chat;
 pub mod error;
 pub mod generation;
 pub mod io;
 pub mod mecab;
 pub mod models;
 pub mod ops;
+pub mod prompt;
 pub mod rouge;
 pub mod tensor;
 pub mod tokenizer;

@@ -12,6 +12,38 @@ pub struct Tokenizer {
     inner: HfTokenizer,
     path: String,
     clean_up_spaces: bool,
+    /// `chat_template` of tokenizer_config.json (the default one when it lists several).
+    pub chat_template: Option<String>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+}
+
+/// A special token in tokenizer_config.json: a string or an AddedToken object.
+fn token_str(v: Option<&serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+        _ => None,
+    }
+}
+
+/// `chat_template` is a string, or a list of `{name, template}` where `default` wins.
+fn chat_template_of(v: Option<&serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(a) => {
+            let named = |n: &str| {
+                a.iter()
+                    .find(|t| t.get("name").and_then(|x| x.as_str()) == Some(n))
+            };
+            named("default")
+                .or_else(|| a.first())?
+                .get("template")?
+                .as_str()
+                .map(String::from)
+        }
+        _ => None,
+    }
 }
 
 impl Tokenizer {
@@ -21,22 +53,28 @@ impl Tokenizer {
             path: path.into(),
             message: e.to_string(),
         })?;
-        let mut clean_up_spaces = false;
+        let mut t = Tokenizer {
+            inner,
+            path: path.into(),
+            clean_up_spaces: false,
+            chat_template: None,
+            bos_token: None,
+            eos_token: None,
+        };
         if let Some(cfg) = config {
             let v: serde_json::Value = serde_json::from_str(cfg).map_err(|e| Error::Tokenizer {
                 path: path.into(),
                 message: format!("tokenizer_config.json: {e}"),
             })?;
-            clean_up_spaces = v
+            t.clean_up_spaces = v
                 .get("clean_up_tokenization_spaces")
                 .and_then(|b| b.as_bool())
                 .unwrap_or(false);
+            t.chat_template = chat_template_of(v.get("chat_template"));
+            t.bos_token = token_str(v.get("bos_token"));
+            t.eos_token = token_str(v.get("eos_token"));
         }
-        Ok(Tokenizer {
-            inner,
-            path: path.into(),
-            clean_up_spaces,
-        })
+        Ok(t)
     }
 
     #[cfg(feature = "std")]
@@ -84,6 +122,57 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// `tokenizer(text, add_special_tokens=False)["input_ids"]`, e.g. for a rendered chat
+    /// prompt that already holds its special tokens.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Ids of added tokens flagged special (`<s>`, `<|im_end|>`, ...).
+    pub fn special_ids(&self) -> Vec<u32> {
+        self.inner
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The raw bytes token `id` stands for: byte-level BPE tokens mapped back through the
+    /// GPT-2 byte alphabet, `<0xNN>` byte-fallback tokens to their byte, sentencepiece `▁`
+    /// to a space. `None` for unknown ids.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        let tok = self.inner.id_to_token(id)?;
+        if tok.len() == 6 && tok.starts_with("<0x") && tok.ends_with('>') {
+            if let Ok(b) = u8::from_str_radix(&tok[3..5], 16) {
+                return Some(vec![b]);
+            }
+        }
+        let byte_level = matches!(
+            self.inner.get_decoder(),
+            Some(tokenizers::DecoderWrapper::ByteLevel(_))
+        );
+        let is_added = self.inner.get_added_tokens_decoder().contains_key(&id);
+        if byte_level && !is_added {
+            let inv = byte_level_inverse();
+            if let Some(bytes) = tok
+                .chars()
+                .map(|c| inv.get(&c).copied())
+                .collect::<Option<Vec<u8>>>()
+            {
+                return Some(bytes);
+            }
+        }
+        Some(tok.replace('\u{2581}', " ").into_bytes())
+    }
+
     /// `tokenizer.decode(ids, skip_special_tokens=..)`.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         let s = self
@@ -99,6 +188,28 @@ impl Tokenizer {
             s
         })
     }
+}
+
+/// GPT-2's byte-to-unicode alphabet, inverted: printable bytes map to themselves, the others
+/// to U+0100 upwards in byte order.
+fn byte_level_inverse() -> std::collections::HashMap<char, u8> {
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).collect();
+    printable.extend(0xA1..=0xAC);
+    printable.extend(0xAE..=0xFF);
+    let mut map = std::collections::HashMap::new();
+    let mut extra = 0u32;
+    for b in 0u32..256 {
+        let c = if printable.contains(&b) {
+            b
+        } else {
+            extra += 1;
+            255 + extra
+        };
+        if let Some(ch) = char::from_u32(c) {
+            map.insert(ch, b as u8);
+        }
+    }
+    map
 }
 
 /// transformers' `clean_up_tokenization`: drop spaces before punctuation and English contractions.

@@ -5,8 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use dsum_core::generation::scripts::{blocked_tokens, ScriptSet};
 use dsum_core::generation::GenerationConfig;
-use dsum_core::models::LoadedModel;
+use dsum_core::models::{LoadedModel, Model};
+use dsum_core::prompt::{PromptBuilder, DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE};
+
+use super::gen_flags::PromptFlags;
 
 pub fn load_model(dir: &Path) -> Result<LoadedModel> {
     LoadedModel::load(dir).with_context(|| format!("cannot load the model in {}", dir.display()))
@@ -23,6 +27,64 @@ pub fn generation_config(
     gen.resolve(1, None, true)
         .context("invalid generation settings")?;
     Ok((gen, kwargs.get("max_length").is_some()))
+}
+
+/// `--allow-scripts`: add every token writing another script to `suppress_tokens`.
+pub fn apply_allow_scripts(
+    model: &LoadedModel,
+    gen: &mut GenerationConfig,
+    flags: &PromptFlags,
+    quiet: bool,
+) -> Result<()> {
+    let Some(list) = flags.allow_scripts else {
+        return Ok(());
+    };
+    let allow = ScriptSet::parse(list)?;
+    let vocab = match &model.model {
+        Model::Bart(m) => m.vocab_size(),
+        Model::Llama(m) => m.vocab_size(),
+    };
+    let blocked = blocked_tokens(
+        &model.tokenizer,
+        &allow,
+        vocab.min(model.tokenizer.vocab_size()),
+    );
+    if !quiet {
+        eprintln!(
+            "--allow-scripts {list}: blocking {} of {} tokens",
+            blocked.len(),
+            vocab
+        );
+    }
+    let mut all = gen.suppress_tokens.clone().unwrap_or_default();
+    all.extend(blocked);
+    gen.suppress_tokens = Some(all);
+    Ok(())
+}
+
+/// The prompt builder of a causal LM (None for encoder-decoder models, which take the raw text).
+pub fn prompt_builder(model: &LoadedModel, flags: &PromptFlags) -> Result<Option<PromptBuilder>> {
+    if !matches!(model.model, Model::Llama(_)) {
+        return Ok(None);
+    }
+    let kwargs = match flags.template_kwargs {
+        Some(s) => serde_json::from_str(s).context("--template-kwargs must be a JSON object")?,
+        None => serde_json::Value::Null,
+    };
+    let b = PromptBuilder::new(
+        &model.tokenizer,
+        Some(flags.system_prompt.unwrap_or(DEFAULT_SYSTEM_PROMPT)),
+        flags.prompt_template.unwrap_or(DEFAULT_USER_TEMPLATE),
+        !flags.no_chat_template,
+        kwargs,
+    )?;
+    if !b.has_chat_template() && !flags.no_chat_template {
+        eprintln!(
+            "warning: {} has no chat template; using a plain-text prompt",
+            model.dir.display()
+        );
+    }
+    Ok(Some(b))
 }
 
 pub fn set_threads(threads: Option<usize>) -> Result<()> {

@@ -61,9 +61,34 @@ macro_rules! with_generation_flags {
             /// a JSON file of generation settings applied before these flags
             #[argh(option)]
             pub generation_config: Option<std::path::PathBuf>,
+            /// only let the model write these scripts, e.g. hangul,latin,digits,punct (builds suppress_tokens)
+            #[argh(option)]
+            pub allow_scripts: Option<String>,
+            /// causal LMs: system prompt (default: a Korean summarization instruction; "" for none)
+            #[argh(option)]
+            pub system_prompt: Option<String>,
+            /// causal LMs: user message template containing {dialogue}
+            #[argh(option)]
+            pub prompt_template: Option<String>,
+            /// causal LMs: plain prompt text instead of the model's chat template
+            #[argh(switch)]
+            pub no_chat_template: bool,
+            /// causal LMs: extra chat-template variables as JSON, e.g. '{"enable_thinking": false}'
+            #[argh(option)]
+            pub template_kwargs: Option<String>,
         }
 
         impl $name {
+            pub fn prompt_flags(&self) -> $crate::cmd::gen_flags::PromptFlags<'_> {
+                $crate::cmd::gen_flags::PromptFlags {
+                    allow_scripts: self.allow_scripts.as_deref(),
+                    system_prompt: self.system_prompt.as_deref(),
+                    prompt_template: self.prompt_template.as_deref(),
+                    no_chat_template: self.no_chat_template,
+                    template_kwargs: self.template_kwargs.as_deref(),
+                }
+            }
+
             pub fn generation_kwargs(&self) -> anyhow::Result<serde_json::Value> {
                 $crate::cmd::gen_flags::build(&$crate::cmd::gen_flags::Flags {
                     num_beams: self.num_beams,
@@ -89,6 +114,15 @@ macro_rules! with_generation_flags {
     };
 }
 pub(crate) use with_generation_flags;
+
+/// Flags about prompts and output scripts (causal LMs), shared like the generation flags.
+pub struct PromptFlags<'a> {
+    pub allow_scripts: Option<&'a str>,
+    pub system_prompt: Option<&'a str>,
+    pub prompt_template: Option<&'a str>,
+    pub no_chat_template: bool,
+    pub template_kwargs: Option<&'a str>,
+}
 
 pub struct Flags<'a> {
     pub num_beams: Option<usize>,

@@ -12,8 +12,12 @@ use argh::FromArgs;
 use dsum_core::io::atomic::{commit, temp_path};
 use serde_json::{json, Value};
 
-use super::common::{generation_config, interrupt_flag, load_model, progress, set_threads};
+use super::common::{
+    apply_allow_scripts, generation_config, interrupt_flag, load_model, progress, prompt_builder,
+    set_threads,
+};
 use super::gen_flags::with_generation_flags;
+use dsum_core::chat::Message;
 
 with_generation_flags! {
     /// generate token ids for JSONL inputs (text or input_ids), transformers-compatible output
@@ -64,7 +68,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
     }
     let model = load_model(&args.model)?;
-    let (gen, user_max) = generation_config(&model, &kwargs)?;
+    let (mut gen, user_max) = generation_config(&model, &kwargs)?;
+    let pflags = args.prompt_flags();
+    apply_allow_scripts(&model, &mut gen, &pflags, args.quiet)?;
+    let prompts = prompt_builder(&model, &pflags)?;
     let max_in = args
         .max_input_length
         .unwrap_or(usize::MAX)
@@ -72,7 +79,21 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let beams = gen.num_beams.unwrap_or(1) > 1;
 
     let mut inputs = Vec::with_capacity(lines.len());
+    let mut rendered: Vec<Option<String>> = Vec::with_capacity(lines.len());
     for (n, o) in &lines {
+        if let Some(m) = o.get("messages") {
+            let messages: Vec<Message> = serde_json::from_value(m.clone()).with_context(|| {
+                format!("{shown}: line {n}: messages must be a list of {{role, content}}")
+            })?;
+            let Some(p) = &prompts else {
+                bail!("{shown}: line {n}: \"messages\" needs a causal LM with a chat template");
+            };
+            let text = p.render(&messages)?;
+            inputs.push(model.tokenizer.encode_plain(&text)?);
+            rendered.push(Some(text));
+            continue;
+        }
+        rendered.push(None);
         let ids = match (o.get("input_ids"), o.get("text")) {
             (Some(Value::Array(a)), _) => a
                 .iter()
@@ -112,6 +133,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 .iter()
                 .map(|s| model.tokenizer.decode(s, true))
                 .collect::<Result<Vec<_>, _>>()?;
+            if let Some(p) = &rendered[ci * args.batch_size + j] {
+                o.insert("prompt".into(), json!(p));
+            }
             o.insert("input_ids".into(), json!(ids));
             o.insert("sequences".into(), json!(seqs));
             o.insert("texts".into(), json!(texts));

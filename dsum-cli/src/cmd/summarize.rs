@@ -11,8 +11,12 @@ use anyhow::{bail, Context, Result};
 use argh::FromArgs;
 use dsum_core::io::atomic::{commit, temp_path};
 
-use super::common::{generation_config, interrupt_flag, load_model, progress, set_threads};
+use super::common::{
+    apply_allow_scripts, generation_config, interrupt_flag, load_model, progress, prompt_builder,
+    set_threads,
+};
 use super::gen_flags::with_generation_flags;
+use dsum_core::prompt::clean_answer;
 
 with_generation_flags! {
     /// summarize the dialogues of a competition CSV into a submission CSV
@@ -136,7 +140,10 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     let kwargs = args.generation_kwargs()?;
     let rows = read_dialogues(&args.input)?;
     let model = load_model(&args.model)?;
-    let (gen, user_max) = generation_config(&model, &kwargs)?;
+    let (mut gen, user_max) = generation_config(&model, &kwargs)?;
+    let pflags = args.prompt_flags();
+    apply_allow_scripts(&model, &mut gen, &pflags, args.quiet)?;
+    let prompts = prompt_builder(&model, &pflags)?;
     let remove: Vec<&str> = args.remove_tokens.split(',').map(|s| s.trim()).collect();
     let max_in = args.encoder_max_length.min(model.max_input_tokens());
     anyhow::ensure!(max_in > 0, "--encoder-max-length must be at least 1");
@@ -174,6 +181,12 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     for chunk in todo.chunks(args.batch_size) {
         let mut ids = Vec::with_capacity(chunk.len());
         for r in chunk {
+            if let Some(p) = &prompts {
+                // Causal LM: the rendered chat prompt already holds its special tokens.
+                let text = p.render_dialogue(&r.dialogue)?;
+                ids.push(model.tokenizer.encode_plain(&text)?);
+                continue;
+            }
             let full = model.tokenizer.encode(&r.dialogue, None)?;
             if full.len() > max_in {
                 truncated += 1;
@@ -192,8 +205,12 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
         })?;
         for (r, h) in chunk.iter().zip(&hyps) {
             let best = h.first().map(|h| h.tokens.as_slice()).unwrap_or(&[]);
-            let text = model.tokenizer.decode(best, false)?;
-            w.write_record([r.fname.as_str(), clean_summary(&text, &remove).as_str()])?;
+            let summary = if prompts.is_some() {
+                clean_answer(&model.tokenizer.decode(best, true)?)
+            } else {
+                clean_summary(&model.tokenizer.decode(best, false)?, &remove)
+            };
+            w.write_record([r.fname.as_str(), summary.as_str()])?;
         }
         w.flush()
             .with_context(|| format!("cannot write {}", partial.display()))?;

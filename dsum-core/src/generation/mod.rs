@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod logits;
+pub mod scripts;
 pub mod search;
 
 pub use config::{EarlyStopping, GenerationConfig, Ids, Resolved};

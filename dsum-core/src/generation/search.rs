@@ -38,13 +38,16 @@ pub fn greedy<D: StepDecoder>(
     let b = prompts.len();
     let mut seqs = prompts;
     let mut done = vec![false; b];
-    let mut feed: Vec<u32> = seqs
-        .iter()
-        .map(|s| *s.last().unwrap_or(&cfg.pad_token_id))
-        .collect();
+    let mut feed: Vec<u32> = vec![cfg.pad_token_id; b];
     let mut cur_len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut first = true;
     while cur_len < cfg.max_length && done.iter().any(|d| !d) {
-        let logits = dec.step(&feed)?;
+        let logits = if first {
+            dec.prefill(&seqs)?
+        } else {
+            dec.step(&feed)?
+        };
+        first = false;
         let v = dec.vocab_size();
         for i in 0..b {
             if done[i] {
@@ -136,12 +139,19 @@ pub fn beam_search<D: StepDecoder>(
         })
         .collect();
     let mut cur_len = prompt_len;
-    let mut feed: Vec<u32> = items
-        .iter()
-        .flat_map(|it| it.running.iter().map(|s| *s.last().unwrap_or(&0)))
-        .collect();
+    let mut feed: Vec<u32> = Vec::new();
+    let mut first = true;
     while cur_len < cfg.max_length {
-        let logits = dec.step(&feed)?;
+        let logits = if first {
+            let rows: Vec<Vec<u32>> = items
+                .iter()
+                .flat_map(|it| it.running.iter().cloned())
+                .collect();
+            dec.prefill(&rows)?
+        } else {
+            dec.step(&feed)?
+        };
+        first = false;
         let mut reorder = Vec::with_capacity(items.len() * nb);
         let mut all_hit = true;
         for (bi, it) in items.iter_mut().enumerate() {

@@ -1,0 +1,92 @@
+//! `generate` and `summarize` with Llama-family fixture models: chat-template prompts,
+//! `{"messages": ...}` input lines, script blocking.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn messages_lines_render_the_chat_template_like_transformers() {
+    let cases: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/llama/chat_cases.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for c in cases.as_array().unwrap() {
+        if c["template_kwargs"]
+            .as_object()
+            .is_some_and(|o| !o.is_empty())
+        {
+            continue;
+        }
+        let input = dir.path().join("in.jsonl");
+        std::fs::write(
+            &input,
+            format!("{}\n", serde_json::json!({ "messages": c["messages"] })),
+        )
+        .unwrap();
+        let out = dir.path().join("out.jsonl");
+        let o = Command::new(env!("CARGO_BIN_EXE_dsum-cli"))
+            .args(["generate", "--quiet", "--max-new-tokens", "3", "--model"])
+            .arg(
+                root()
+                    .join("tests/fixtures/llama/models")
+                    .join(c["model"].as_str().unwrap()),
+            )
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let line: Value =
+            serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap();
+        assert_eq!(line["prompt"], c["rendered"], "{}", c["name"]);
+        assert_eq!(line["input_ids"], c["input_ids"], "{}", c["name"]);
+        checked += 1;
+    }
+    assert!(checked >= 10);
+}
+
+#[test]
+fn summarize_with_a_causal_lm_blocks_scripts_and_writes_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sub.csv");
+    let o = Command::new(env!("CARGO_BIN_EXE_dsum-cli"))
+        .args([
+            "summarize",
+            "--max-new-tokens",
+            "6",
+            "--allow-scripts",
+            "hangul,digits,punct",
+            "--model",
+        ])
+        .arg(root().join("tests/fixtures/llama/models/qwen2"))
+        .arg("--input")
+        .arg(root().join("tests/fixtures/data/dialogues.csv"))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("blocking"), "{err}");
+    let mut r = csv::Reader::from_path(&out).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+    assert_eq!(rows.len(), 8);
+    for row in rows {
+        // No Latin letters may appear once only hangul, digits and punctuation are allowed.
+        assert!(
+            !row[1].chars().any(|c| c.is_ascii_alphabetic()),
+            "{:?}",
+            &row[1]
+        );
+    }
+}
