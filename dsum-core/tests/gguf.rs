@@ -149,7 +149,7 @@ fn tokenizer_ids_match_transformers() {
 fn chat_template_and_special_ids() {
     let r = reference();
     let m = LoadedModel::load(&dir().join("tiny-llama.gguf")).unwrap();
-    assert_eq!(m.chat_template.as_deref(), r["files"]["tiny-llama.gguf"]["chat_template"].as_str());
+    assert_eq!(m.tokenizer.chat_template.as_deref(), r["files"]["tiny-llama.gguf"]["chat_template"].as_str());
     let gc = &r["files"]["tiny-llama.gguf"]["generation_config"];
     assert_eq!(m.generation.bos_token_id, Some(gc["bos_token_id"].as_u64().unwrap() as u32));
     assert_eq!(m.generation.pad_token_id, Some(gc["pad_token_id"].as_u64().unwrap() as u32));
@@ -280,16 +280,22 @@ fn absurd_counts_and_lengths() {
     v.extend((1u64 << 60).to_le_bytes());
     v.extend([0u8; 16]);
     expect_err(parse(v), "array length");
-    // A tensor with dims whose product overflows / data beyond the end.
-    let mut v = header(1, 0);
-    v.extend(1u64.to_le_bytes());
-    v.push(b't');
-    v.extend(2u32.to_le_bytes());
-    v.extend((1u64 << 40).to_le_bytes());
-    v.extend((1u64 << 40).to_le_bytes());
-    v.extend(0u32.to_le_bytes());
-    v.extend(0u64.to_le_bytes());
-    expect_err(parse(v), "beyond the end");
+    // A tensor whose dims overflow, one whose data lies beyond the end, one misaligned.
+    let tensor = |d0: u64, d1: u64, offset: u64| {
+        let mut v = header(1, 0);
+        v.extend(1u64.to_le_bytes());
+        v.push(b't');
+        v.extend(2u32.to_le_bytes());
+        v.extend(d0.to_le_bytes());
+        v.extend(d1.to_le_bytes());
+        v.extend(0u32.to_le_bytes());
+        v.extend(offset.to_le_bytes());
+        v
+    };
+    expect_err(parse(tensor(1 << 40, 1 << 40, 0)), "overflow");
+    expect_err(parse(tensor(1 << 20, 1 << 20, 0)), "beyond the end");
+    expect_err(parse(tensor(1, 1, u64::MAX - 31)), "beyond the end");
+    expect_err(parse(tensor(1, 1, 3)), "alignment");
 }
 
 #[test]

@@ -21,8 +21,6 @@ pub struct LoadedModel {
     pub tokenizer: Tokenizer,
     /// Defaults from generation_config.json (or config.json), special tokens filled in.
     pub generation: GenerationConfig,
-    /// The Jinja chat template of a GGUF file's metadata (`tokenizer.chat_template`).
-    pub chat_template: Option<String>,
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -108,12 +106,12 @@ impl LoadedModel {
             model,
             tokenizer,
             generation,
-            chat_template: None,
         })
     }
 
-    /// A Llama-family GGUF file: weights dequantized to f32, config, tokenizer and chat
-    /// template rebuilt from the metadata as transformers does with `gguf_file=`.
+    /// A Llama-family GGUF file: weights dequantized to f32, config and tokenizer rebuilt
+    /// from the metadata as transformers does with `gguf_file=`; the metadata's
+    /// `tokenizer.chat_template` is `self.tokenizer.chat_template`.
     pub fn load_gguf(path: &Path) -> Result<Self> {
         let g = crate::io::gguf::GgufFile::open(path)?;
         let m = crate::io::gguf::GgufModel::from_file(&g)?;
@@ -122,7 +120,6 @@ impl LoadedModel {
             model: Model::Llama(Box::new(m.model)),
             tokenizer: m.tokenizer,
             generation: m.generation,
-            chat_template: m.chat_template,
         })
     }
 }
