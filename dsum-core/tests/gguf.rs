@@ -63,15 +63,31 @@ fn dequantized_tensors_are_bit_exact() {
         assert_eq!(g.tensors.len(), want.len(), "{f}");
         for t in &g.tensors {
             let w = &want[&t.name];
-            assert_eq!(format!("{:?}", t.ty).replace('K', "_K"), w["type"].as_str().unwrap().replace("__", "_"), "{f} {}", t.name);
-            let shape: Vec<usize> = w["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+            assert_eq!(
+                format!("{:?}", t.ty).replace('K', "_K"),
+                w["type"].as_str().unwrap().replace("__", "_"),
+                "{f} {}",
+                t.name
+            );
+            let shape: Vec<usize> = w["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .collect();
             assert_eq!(t.shape(), shape, "{f} {}", t.name);
             let x = g.dequantize(t).unwrap();
             for s in w["samples"].as_array().unwrap() {
                 let i = s[0].as_u64().unwrap() as usize;
                 assert_eq!(x[i], s[1].as_f64().unwrap() as f32, "{f} {} [{i}]", t.name);
             }
-            assert_eq!(fnv1a64(&x), w["fnv1a64_f32le"].as_str().unwrap(), "{f} {} ({:?})", t.name, t.ty);
+            assert_eq!(
+                fnv1a64(&x),
+                w["fnv1a64_f32le"].as_str().unwrap(),
+                "{f} {} ({:?})",
+                t.name,
+                t.ty
+            );
         }
     }
 }
@@ -91,7 +107,10 @@ fn hf_state_dict_matches_transformers() {
             if name.ends_with("rotary_emb.inv_freq") {
                 continue;
             }
-            let shape = ck.shape(name).unwrap_or_else(|| panic!("{f}: {name} missing")).to_vec();
+            let shape = ck
+                .shape(name)
+                .unwrap_or_else(|| panic!("{f}: {name} missing"))
+                .to_vec();
             let w = ck.get(name, &shape).unwrap();
             assert_eq!(&fnv1a64(&w), h.as_str().unwrap(), "{f} {name}");
         }
@@ -106,34 +125,84 @@ fn config_matches_transformers() {
         let c = hf::llama_config(&g).unwrap();
         let w = &r["files"][f]["config"];
         assert_eq!(c.model_type, w["model_type"].as_str().unwrap(), "{f}");
-        assert_eq!(c.vocab_size as u64, w["vocab_size"].as_u64().unwrap(), "{f}");
-        assert_eq!(c.hidden_size as u64, w["hidden_size"].as_u64().unwrap(), "{f}");
-        assert_eq!(c.intermediate_size as u64, w["intermediate_size"].as_u64().unwrap());
-        assert_eq!(c.num_hidden_layers as u64, w["num_hidden_layers"].as_u64().unwrap());
-        assert_eq!(c.num_attention_heads as u64, w["num_attention_heads"].as_u64().unwrap());
-        assert_eq!(c.kv_heads() as u64, w["num_key_value_heads"].as_u64().unwrap());
-        let hd = w["head_dim"].as_u64().unwrap_or((c.hidden_size / c.num_attention_heads) as u64);
+        assert_eq!(
+            c.vocab_size as u64,
+            w["vocab_size"].as_u64().unwrap(),
+            "{f}"
+        );
+        assert_eq!(
+            c.hidden_size as u64,
+            w["hidden_size"].as_u64().unwrap(),
+            "{f}"
+        );
+        assert_eq!(
+            c.intermediate_size as u64,
+            w["intermediate_size"].as_u64().unwrap()
+        );
+        assert_eq!(
+            c.num_hidden_layers as u64,
+            w["num_hidden_layers"].as_u64().unwrap()
+        );
+        assert_eq!(
+            c.num_attention_heads as u64,
+            w["num_attention_heads"].as_u64().unwrap()
+        );
+        assert_eq!(
+            c.kv_heads() as u64,
+            w["num_key_value_heads"].as_u64().unwrap()
+        );
+        let hd = w["head_dim"]
+            .as_u64()
+            .unwrap_or((c.hidden_size / c.num_attention_heads) as u64);
         assert_eq!(c.head_dim() as u64, hd, "{f}");
-        assert_eq!(c.rms_norm_eps, w["rms_norm_eps"].as_f64().unwrap() as f32, "{f}");
+        assert_eq!(
+            c.rms_norm_eps,
+            w["rms_norm_eps"].as_f64().unwrap() as f32,
+            "{f}"
+        );
         assert_eq!(c.rope_theta, w["rope_theta"].as_f64().unwrap(), "{f}");
-        assert_eq!(c.tie_word_embeddings, w["tie_word_embeddings"].as_bool().unwrap(), "{f}");
-        assert_eq!(c.max_position_embeddings as u64, w["max_position_embeddings"].as_u64().unwrap());
+        assert_eq!(
+            c.tie_word_embeddings,
+            w["tie_word_embeddings"].as_bool().unwrap(),
+            "{f}"
+        );
+        assert_eq!(
+            c.max_position_embeddings as u64,
+            w["max_position_embeddings"].as_u64().unwrap()
+        );
     }
 }
 
 fn check_tokenizer(g: &GgufFile, r: &Value, what: &str) {
     let t = tokenizer::from_gguf(g).unwrap();
     let raw = tokenizers::Tokenizer::from_bytes(t.json.as_bytes()).unwrap();
-    let dsum = dsum_core::tokenizer::Tokenizer::from_json(t.json.as_bytes(), Some(&t.config), what).unwrap();
-    assert_eq!(dsum.vocab_size() as u64, r["tokenizer"]["vocab_size"].as_u64().unwrap(), "{what}");
+    let dsum = dsum_core::tokenizer::Tokenizer::from_json(t.json.as_bytes(), Some(&t.config), what)
+        .unwrap();
+    assert_eq!(
+        dsum.vocab_size() as u64,
+        r["tokenizer"]["vocab_size"].as_u64().unwrap(),
+        "{what}"
+    );
     for e in r["encode"].as_array().unwrap() {
         let text = e["text"].as_str().unwrap();
-        assert_eq!(dsum.encode(text, None).unwrap(), ids(&e["ids"]), "{what}: {text:?}");
+        assert_eq!(
+            dsum.encode(text, None).unwrap(),
+            ids(&e["ids"]),
+            "{what}: {text:?}"
+        );
         let plain = raw.encode(text, false).unwrap();
-        assert_eq!(plain.get_ids(), ids(&e["ids_no_special"]).as_slice(), "{what}: {text:?} (no special tokens)");
+        assert_eq!(
+            plain.get_ids(),
+            ids(&e["ids_no_special"]).as_slice(),
+            "{what}: {text:?} (no special tokens)"
+        );
     }
     for d in r["decode"].as_array().unwrap() {
-        assert_eq!(dsum.decode(&ids(&d["ids"]), true).unwrap(), d["text"].as_str().unwrap(), "{what}");
+        assert_eq!(
+            dsum.decode(&ids(&d["ids"]), true).unwrap(),
+            d["text"].as_str().unwrap(),
+            "{what}"
+        );
     }
 }
 
@@ -149,11 +218,23 @@ fn tokenizer_ids_match_transformers() {
 fn chat_template_and_special_ids() {
     let r = reference();
     let m = LoadedModel::load(&dir().join("tiny-llama.gguf")).unwrap();
-    assert_eq!(m.tokenizer.chat_template.as_deref(), r["files"]["tiny-llama.gguf"]["chat_template"].as_str());
+    assert_eq!(
+        m.tokenizer.chat_template.as_deref(),
+        r["files"]["tiny-llama.gguf"]["chat_template"].as_str()
+    );
     let gc = &r["files"]["tiny-llama.gguf"]["generation_config"];
-    assert_eq!(m.generation.bos_token_id, Some(gc["bos_token_id"].as_u64().unwrap() as u32));
-    assert_eq!(m.generation.pad_token_id, Some(gc["pad_token_id"].as_u64().unwrap() as u32));
-    assert_eq!(m.generation.eos_token_id, Some(Ids(vec![gc["eos_token_id"].as_u64().unwrap() as u32])));
+    assert_eq!(
+        m.generation.bos_token_id,
+        Some(gc["bos_token_id"].as_u64().unwrap() as u32)
+    );
+    assert_eq!(
+        m.generation.pad_token_id,
+        Some(gc["pad_token_id"].as_u64().unwrap() as u32)
+    );
+    assert_eq!(
+        m.generation.eos_token_id,
+        Some(Ids(vec![gc["eos_token_id"].as_u64().unwrap() as u32]))
+    );
     let t = tokenizer::from_gguf(&open("tiny-llama.gguf")).unwrap();
     assert_eq!(t.pre.as_deref(), Some("smollm"));
 }
@@ -164,15 +245,28 @@ fn check_model(m: &dsum_core::models::llama::Llama, prompts: &Value, what: &str,
         let mut st = m.start(&[vec![true; prompt.len()]], prompt.len());
         let logits = m.forward(&mut st, &prompt, prompt.len(), false).unwrap();
         if full {
-            let want: Vec<f64> = p["last_logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let want: Vec<f64> = p["last_logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
             assert_eq!(logits.len(), want.len());
-            let worst = logits.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+            let worst = logits
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (*a as f64 - b).abs())
+                .fold(0.0, f64::max);
             assert!(worst < LOGIT_TOL, "{what}: last logits differ by {worst}");
         }
         for tv in p["top5"].as_array().unwrap() {
             let (i, v) = (tv[0].as_u64().unwrap() as usize, tv[1].as_f64().unwrap());
             let tol = LOGIT_TOL * v.abs().max(1.0) * 10.0;
-            assert!((logits[i] as f64 - v).abs() < tol, "{what}: logit {i}: {} vs {v}", logits[i]);
+            assert!(
+                (logits[i] as f64 - v).abs() < tol,
+                "{what}: logit {i}: {} vs {v}",
+                logits[i]
+            );
         }
         let gen = GenerationConfig {
             max_new_tokens: Some(p["greedy"].as_array().unwrap().len()),
@@ -182,7 +276,12 @@ fn check_model(m: &dsum_core::models::llama::Llama, prompts: &Value, what: &str,
             ..Default::default()
         };
         let out = m.generate(&[prompt], &gen, false).unwrap();
-        assert_eq!(out[0][0].tokens, ids(&p["greedy"]), "{what}: greedy ids for {:?}", p["prompt"]);
+        assert_eq!(
+            out[0][0].tokens,
+            ids(&p["greedy"]),
+            "{what}: greedy ids for {:?}",
+            p["prompt"]
+        );
     }
 }
 
@@ -191,7 +290,9 @@ fn logits_and_greedy_ids_match_transformers() {
     let r = reference();
     for f in FILES {
         let m = LoadedModel::load(&dir().join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
-        let Model::Llama(l) = &m.model else { panic!("{f} is not a Llama-family model") };
+        let Model::Llama(l) = &m.model else {
+            panic!("{f} is not a Llama-family model")
+        };
         check_model(l, &r["files"][f]["prompts"], f, true);
     }
 }
@@ -210,11 +311,20 @@ fn smollm2_matches_transformers() {
     let path = PathBuf::from(path);
     let g = GgufFile::open(&path).unwrap();
     let c = hf::llama_config(&g).unwrap();
-    assert_eq!(c.num_hidden_layers as u64, r["config"]["num_hidden_layers"].as_u64().unwrap());
-    assert_eq!(c.vocab_size as u64, r["config"]["vocab_size"].as_u64().unwrap());
+    assert_eq!(
+        c.num_hidden_layers as u64,
+        r["config"]["num_hidden_layers"].as_u64().unwrap()
+    );
+    assert_eq!(
+        c.vocab_size as u64,
+        r["config"]["vocab_size"].as_u64().unwrap()
+    );
     check_tokenizer(&g, &r, "SmolLM2");
     let m = GgufModel::from_file(&g).unwrap();
-    assert!(m.chat_template.as_deref().is_some_and(|t| t.contains("<|im_start|>")));
+    assert!(m
+        .chat_template
+        .as_deref()
+        .is_some_and(|t| t.contains("<|im_start|>")));
     check_model(&m.model, &r["prompts"], "SmolLM2", false);
 }
 
@@ -247,7 +357,19 @@ fn expect_err(r: dsum_core::Result<GgufFile>, needle: &str) {
 #[test]
 fn truncated_files_give_errors_naming_the_file() {
     let good = std::fs::read(dir().join("tiny-llama.gguf")).unwrap();
-    for cut in [0, 3, 4, 10, 23, 24, 100, 1000, 5000, good.len() / 2, good.len() - 1] {
+    for cut in [
+        0,
+        3,
+        4,
+        10,
+        23,
+        24,
+        100,
+        1000,
+        5000,
+        good.len() / 2,
+        good.len() - 1,
+    ] {
         expect_err(parse(good[..cut].to_vec()), "");
     }
 }
@@ -308,13 +430,16 @@ fn unsupported_tensor_type_names_tensor_and_type() {
     v.extend(256u64.to_le_bytes());
     v.extend(13u32.to_le_bytes());
     v.extend(0u64.to_le_bytes());
-    while v.len() % 32 != 0 {
+    while !v.len().is_multiple_of(32) {
         v.push(0);
     }
     v.extend(vec![0u8; 176]);
     let g = parse(v).unwrap();
     let e = g.dequantize(&g.tensors[0]).unwrap_err().to_string();
-    assert!(e.contains("bad.gguf") && e.contains("blob") && e.contains("Q5K"), "{e}");
+    assert!(
+        e.contains("bad.gguf") && e.contains("blob") && e.contains("Q5K"),
+        "{e}"
+    );
 }
 
 #[test]

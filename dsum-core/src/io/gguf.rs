@@ -342,7 +342,7 @@ impl GgufFile {
                     "{numel} values is not a whole number of {ty:?} blocks"
                 ))
             })?;
-            if offset % alignment != 0 {
+            if !offset.is_multiple_of(alignment) {
                 return Err(terr(format!(
                     "data offset {offset} is not a multiple of the alignment {alignment}"
                 )));

@@ -30,7 +30,11 @@ fn read(path: &Path) -> Result<String> {
 impl LoadedModel {
     /// Load a model folder, or a `.gguf` file (see [`LoadedModel::load_gguf`]).
     pub fn load(dir: &Path) -> Result<Self> {
-        if dir.is_file() && dir.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        if dir.is_file()
+            && dir
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
             return Self::load_gguf(dir);
         }
         if !dir.is_dir() {

@@ -241,14 +241,19 @@ pub fn checkpoint(g: &GgufFile, config: &LlamaConfig) -> Result<Checkpoint> {
             Some(n_head) => {
                 let data = g.dequantize(t)?;
                 let rows = shape.first().copied().unwrap_or(0);
-                let cols = if shape.len() > 1 { data.len() / rows.max(1) } else { 1 };
-                let p = reverse_permute(&data, rows, cols, n_head).ok_or_else(|| Error::Tensor {
-                    path: g.path.clone(),
-                    name: t.name.clone(),
-                    message: format!(
-                        "{rows} rows cannot be split into {n_head} heads of rotary pairs"
-                    ),
-                })?;
+                let cols = if shape.len() > 1 {
+                    data.len() / rows.max(1)
+                } else {
+                    1
+                };
+                let p =
+                    reverse_permute(&data, rows, cols, n_head).ok_or_else(|| Error::Tensor {
+                        path: g.path.clone(),
+                        name: t.name.clone(),
+                        message: format!(
+                            "{rows} rows cannot be split into {n_head} heads of rotary pairs"
+                        ),
+                    })?;
                 Weight::from_vec(shape, p)
             }
         };

@@ -78,7 +78,7 @@ impl GgmlType {
     /// of a file with newer types can still be inspected.
     pub fn byte_size(self, numel: u64) -> Option<u64> {
         match self.block() {
-            Some((bs, bb)) if numel % bs == 0 => (numel / bs).checked_mul(bb),
+            Some((bs, bb)) if numel.is_multiple_of(bs) => (numel / bs).checked_mul(bb),
             Some(_) => None,
             None => Some(0),
         }

@@ -207,7 +207,9 @@ pub fn from_gguf(g: &GgufFile) -> Result<GgufTokenizer> {
             .map(|s| match s.split_once(' ') {
                 // Python's `merge.split(" ")` into a 2-tuple: more spaces would fail there.
                 Some((a, b)) if !b.contains(' ') => Ok((a.to_string(), b.to_string())),
-                _ => Err(m.err(format!("merge `{s}` is not two tokens separated by a space"))),
+                _ => Err(m.err(format!(
+                    "merge `{s}` is not two tokens separated by a space"
+                ))),
             })
             .collect::<Result<_>>()?,
         None => {
@@ -362,7 +364,9 @@ pub fn from_gguf(g: &GgufFile) -> Result<GgufTokenizer> {
         eos_token_id: eos,
         pad_token_id: pad,
         unk_token_id: unk,
-        add_bos_token: g.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()),
+        add_bos_token: g
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.as_bool()),
         pre: g
             .get("tokenizer.ggml.pre")
             .and_then(|v| v.as_str())
