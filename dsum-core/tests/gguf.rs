@@ -455,3 +455,45 @@ fn unsupported_architecture_is_an_error() {
     let e = hf::llama_config(&g).unwrap_err().to_string();
     assert!(e.contains("bad.gguf") && e.contains("bert"), "{e}");
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn everything(bytes: Vec<u8>) {
+        let Ok(g) = parse(bytes) else { return };
+        for t in &g.tensors {
+            let _ = g.dequantize(t);
+        }
+        let _ = tokenizer::from_gguf(&g);
+        let _ = GgufModel::from_file(&g);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Random byte edits (mostly in the header and metadata) and truncations never panic.
+        #[test]
+        fn mutated_files_never_panic(
+            edits in proptest::collection::vec((0usize..24_000, any::<u8>()), 1..6),
+            cut in proptest::option::of(0usize..200_000),
+        ) {
+            let mut b = std::fs::read(dir().join("tiny-llama.gguf")).unwrap();
+            for (i, x) in edits {
+                let i = i % b.len();
+                b[i] = x;
+            }
+            if let Some(c) = cut {
+                b.truncate(c % (b.len() + 1));
+            }
+            everything(b);
+        }
+
+        /// Edits to the 8-byte counts and lengths near the start (the likeliest to be sized from).
+        #[test]
+        fn huge_numbers_in_the_header_never_panic(pos in 8usize..2_000, x in any::<u64>()) {
+            let mut b = std::fs::read(dir().join("tiny-llama.gguf")).unwrap();
+            b[pos..pos + 8].copy_from_slice(&x.to_le_bytes());
+            everything(b);
+        }
+    }
+}

@@ -198,7 +198,76 @@ pub fn llama_config(g: &GgufFile) -> Result<LlamaConfig> {
             ));
         }
     }
+    check_shapes(g, &j)?;
     LlamaConfig::from_json(&j.to_string(), &g.path)
+}
+
+/// The sizes in the metadata must agree with the tensors before anything is sized from
+/// them (a corrupted `block_count` or `rope.dimension_count` must not become an allocation).
+/// Only tensors of known types are used: their dims are bounded by the file size.
+fn check_shapes(g: &GgufFile, j: &Json) -> Result<()> {
+    let get = |k: &str| j.get(k).and_then(|v| v.as_u64());
+    let err = |m: String| Err(Error::config(&g.path, m));
+    let shape = |name: &str| -> Result<Vec<u64>> {
+        match g.tensor(name) {
+            Some(t) if t.ty.block().is_some() => Ok(t.dims.iter().rev().copied().collect()),
+            Some(t) => Err(Error::Tensor {
+                path: g.path.clone(),
+                name: name.to_string(),
+                message: format!("tensor type {:?} is not supported", t.ty),
+            }),
+            None => Err(Error::config(
+                &g.path,
+                format!("tensor `{name}` is missing"),
+            )),
+        }
+    };
+    let (v, c) = (
+        get("vocab_size").unwrap_or(0),
+        get("hidden_size").unwrap_or(0),
+    );
+    let (f, layers) = (
+        get("intermediate_size").unwrap_or(0),
+        get("num_hidden_layers").unwrap_or(0),
+    );
+    let heads = get("num_attention_heads").unwrap_or(0);
+    let kv = get("num_key_value_heads").unwrap_or(heads);
+    if shape("token_embd.weight")? != [v, c] {
+        return err(format!(
+            "token_embd.weight has shape {:?} but the metadata says vocab_size {v}, hidden_size {c}",
+            shape("token_embd.weight")?
+        ));
+    }
+    if layers == 0
+        || g.tensor(&format!("blk.{}.attn_norm.weight", layers - 1))
+            .is_none()
+    {
+        return err(format!(
+            "block_count is {layers} but there is no blk.{}.attn_norm.weight",
+            layers.saturating_sub(1)
+        ));
+    }
+    if heads == 0 {
+        return err("attention.head_count is 0".into());
+    }
+    let dh = get("head_dim").unwrap_or(c / heads);
+    let q = shape("blk.0.attn_q.weight")?;
+    let k = shape("blk.0.attn_k.weight")?;
+    let gate = shape("blk.0.ffn_gate.weight")?;
+    if q.first() != heads.checked_mul(dh).as_ref() || k.first() != kv.checked_mul(dh).as_ref() {
+        return err(format!(
+            "attn_q/attn_k have {:?}/{:?} rows but the metadata says {heads}/{kv} heads of {dh}",
+            q.first(),
+            k.first()
+        ));
+    }
+    if gate.first() != Some(&f) {
+        return err(format!(
+            "ffn_gate has {:?} rows but feed_forward_length is {f}",
+            gate.first()
+        ));
+    }
+    Ok(())
 }
 
 /// Every tensor transformers would load, dequantized to f32 under its HF name; F32 tensors

@@ -99,30 +99,29 @@ pub const SUPPORTED: &[GgmlType] = &[
 
 /// Decode `numel` values of type `ty` from `data` (exactly their byte size).
 pub fn dequantize(ty: GgmlType, data: &[u8], numel: usize) -> Result<Vec<f32>, String> {
-    if !SUPPORTED.contains(&ty) {
-        return Err(std::format!(
-            "tensor type {ty:?} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K)"
-        ));
-    }
-    let expect = ty.byte_size(numel as u64);
-    if expect != Some(data.len() as u64) {
+    let decode: fn(&mut [f32], &[u8]) = match ty {
+        GgmlType::F32 => dequant_f32,
+        GgmlType::F16 => dequant_f16,
+        GgmlType::BF16 => dequant_bf16,
+        GgmlType::Q8_0 => dequant_q8_0,
+        GgmlType::Q4_0 => dequant_q4_0,
+        GgmlType::Q4_1 => dequant_q4_1,
+        GgmlType::Q4K => dequant_q4_k,
+        GgmlType::Q6K => dequant_q6_k,
+        _ => {
+            return Err(std::format!(
+                "tensor type {ty:?} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K)"
+            ))
+        }
+    };
+    if ty.byte_size(numel as u64) != Some(data.len() as u64) {
         return Err(std::format!(
             "{} bytes do not hold {numel} values of {ty:?}",
             data.len()
         ));
     }
     let mut out = std::vec![0f32; numel];
-    match ty {
-        GgmlType::F32 => dequant_f32(&mut out, data),
-        GgmlType::F16 => dequant_f16(&mut out, data),
-        GgmlType::BF16 => dequant_bf16(&mut out, data),
-        GgmlType::Q8_0 => dequant_q8_0(&mut out, data),
-        GgmlType::Q4_0 => dequant_q4_0(&mut out, data),
-        GgmlType::Q4_1 => dequant_q4_1(&mut out, data),
-        GgmlType::Q4K => dequant_q4_k(&mut out, data),
-        GgmlType::Q6K => dequant_q6_k(&mut out, data),
-        _ => unreachable!("checked against SUPPORTED above"),
-    }
+    decode(&mut out, data);
     Ok(out)
 }
 

@@ -141,7 +141,7 @@ pub fn merges_from_scores(tokens: &[String], scores: &[f64]) -> Vec<(String, Str
         if !seen.insert(t.as_str()) {
             continue;
         }
-        let piece_score = score[t.as_str()];
+        let piece_score = score.get(t.as_str()).copied().unwrap_or(0.0);
         let mut local: Vec<(&str, &str, f64)> = Vec::new();
         for (i, _) in t.char_indices().skip(1) {
             let (l, r) = t.split_at(i);
@@ -150,8 +150,8 @@ pub fn merges_from_scores(tokens: &[String], scores: &[f64]) -> Vec<(String, Str
             }
         }
         local.sort_by(|a, b| {
-            let ka = (score[a.0], score[a.1]);
-            let kb = (score[b.0], score[b.1]);
+            let sc = |t: &str| score.get(t).copied().unwrap_or(0.0);
+            let (ka, kb) = ((sc(a.0), sc(a.1)), (sc(b.0), sc(b.1)));
             kb.partial_cmp(&ka).unwrap_or(core::cmp::Ordering::Equal)
         });
         merges.extend(local);
@@ -250,7 +250,10 @@ pub fn from_gguf(g: &GgufFile) -> Result<GgufTokenizer> {
             for id in specials {
                 let content = &tokens[id as usize];
                 // An added token string maps to its vocabulary id (the last duplicate).
-                let vid = vocab[content.as_str()].as_u64().unwrap_or(id as u64) as usize;
+                let vid = vocab
+                    .get(content.as_str())
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(id as u64) as usize;
                 if done.insert(vid) {
                     added_tokens.push((vid, content.clone()));
                 }
@@ -289,7 +292,10 @@ pub fn from_gguf(g: &GgufFile) -> Result<GgufTokenizer> {
             };
             let post = match (&bos_tok, bos) {
                 (Some(b), Some(id)) => {
-                    let vid = vocab[b.as_str()].as_u64().unwrap_or(id as u64) as u32;
+                    let vid = vocab
+                        .get(b.as_str())
+                        .and_then(|v| v.as_u64())
+                        .unwrap_or(id as u64) as u32;
                     bos_template(b, vid)
                 }
                 _ => Json::Null,
