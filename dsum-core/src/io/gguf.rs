@@ -23,6 +23,8 @@ pub use quant::GgmlType;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
+/// Largest metadata array accepted (real vocabularies and merge lists have < 300k entries).
+const MAX_ARRAY_LEN: usize = 1 << 22;
 
 /// A metadata value. Arrays keep their element type so an empty array still has one.
 #[derive(Clone, Debug, PartialEq)]
@@ -223,6 +225,13 @@ impl<'a> Cursor<'a> {
                     t => return Err(self.err(format!("{what}: unknown array element type {t}"))),
                 };
                 let n = self.count(&format!("{what}: array length"), min)?;
+                // Each parsed item takes 32 bytes in memory whatever its size on disk: bound
+                // the blow-up a small file full of u8 arrays could cause.
+                if n > MAX_ARRAY_LEN {
+                    return Err(self.err(format!(
+                        "{what}: array length {n} is over the supported {MAX_ARRAY_LEN}"
+                    )));
+                }
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(ety, what, depth + 1)?);
