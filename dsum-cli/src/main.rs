@@ -5,7 +5,7 @@ mod cmd;
 
 use argh::FromArgs;
 
-/// dsum: Korean dialogue summarization — summarize, generate, score.
+/// dsum: Korean dialogue summarization — summarize, generate, score, screen, morphs.
 #[derive(FromArgs)]
 struct Cli {
     #[argh(subcommand)]
@@ -18,6 +18,7 @@ enum Verb {
     Summarize(cmd::summarize::SummarizeArgs),
     Generate(cmd::generate::GenerateArgs),
     Score(cmd::score::ScoreArgs),
+    Screen(cmd::screen::ScreenArgs),
     Morphs(cmd::morphs::MorphsArgs),
 }
 
@@ -27,6 +28,7 @@ fn main() {
         Verb::Summarize(a) => cmd::summarize::run(a),
         Verb::Generate(a) => cmd::generate::run(a),
         Verb::Score(a) => cmd::score::run(a),
+        Verb::Screen(a) => cmd::screen::run(a),
         Verb::Morphs(a) => cmd::morphs::run(a),
     };
     if let Err(e) = result {

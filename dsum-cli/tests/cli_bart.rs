@@ -180,9 +180,9 @@ fn bad_inputs_get_clear_errors_and_no_output() {
     // CSV problems.
     let cases: [(&str, &[u8], &str); 5] = [
         ("nocol.csv", b"fname,text\na,b\n", "dialogue"),
-        ("empty.csv", b"", "fname"),
+        ("empty.csv", b"", "empty"),
         ("blank.csv", b"fname,dialogue\na,   \n", "empty"),
-        ("dup.csv", b"fname,dialogue\na,x\na,y\n", "twice"),
+        ("dup.csv", b"fname,dialogue\na,x\na,y\n", "duplicate"),
         ("latin1.csv", b"fname,dialogue\na,caf\xe9\n", "UTF-8"),
     ];
     for (name, bytes, needle) in cases {

@@ -243,8 +243,18 @@ fn bad_inputs_are_clear_errors() {
     assert_eq!(v["count"], 1);
     assert!(stderr(&o).contains("a (line 2)"));
 
-    let e = stderr(&dsum(&["--pred", &p2, "--ref", &r2, "--tokenize", "mecab"]));
-    assert!(e.contains("--mecab-dic"), "{e}");
+    let missing = dir.path().join("no-such-dic").display().to_string();
+    let e = stderr(&dsum(&[
+        "--pred",
+        &p2,
+        "--ref",
+        &r2,
+        "--tokenize",
+        "mecab",
+        "--mecab-dic",
+        &missing,
+    ]));
+    assert!(e.contains("no-such-dic"), "{e}");
     let e = stderr(&dsum(&["--pred", &p2, "--ref", &r2, "--flavor", "bleu"]));
     assert!(e.contains("--flavor") && e.contains("rouge-score"), "{e}");
     let o = dsum(&[

@@ -5,4 +5,5 @@ pub mod gen_flags;
 pub mod generate;
 pub mod morphs;
 pub mod score;
+pub mod screen;
 pub mod summarize;

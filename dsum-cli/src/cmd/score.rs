@@ -3,10 +3,9 @@
 //! the two tables by `fname`, prints; the scoring is `dsum_core::rouge`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use argh::FromArgs;
 use dsum_core::io::csv::{list_some, Table};
 use dsum_core::rouge::{self, Empty, Flavor, MultiRef, Score, Scores, Tokenize};
@@ -56,17 +55,13 @@ enum EmptyPolicy {
     Error,
 }
 
-// ---- MECAB MERGE POINT ------------------------------------------------------------------
-/// The Mecab-ko morpheme tokenizer for `--tokenize mecab`. Replace the body with
-/// `let m = dsum_core::mecab::Mecab::load(dic)?; Ok(Tokenize::custom(move |t| m.morphs(t)))`
-/// once `dsum_core::mecab` is merged.
-fn mecab_tokenizer(dic: &Path) -> anyhow::Result<Tokenize> {
-    bail!(
-        "--tokenize mecab: mecab support not merged yet (dictionary {})",
-        dic.display()
-    )
+/// The Mecab-ko morpheme tokenizer for `--tokenize mecab` (tokens joined by spaces are what
+/// the competition feeds to `rouge`).
+fn mecab_tokenizer(dic: Option<&Path>) -> anyhow::Result<Tokenize> {
+    let dir = dsum_core::mecab::locate_dictionary(dic)?;
+    let m = dsum_core::mecab::Mecab::load(&dir)?;
+    Ok(Tokenize::custom(move |t| m.morphs(t)))
 }
-// -----------------------------------------------------------------------------------------
 
 fn parse_flavor(s: &str) -> anyhow::Result<Flavor> {
     Ok(match s {
@@ -81,12 +76,7 @@ fn parse_tokenize(args: &ScoreArgs, flavor: Flavor) -> anyhow::Result<Tokenize> 
         "whitespace" => Tokenize::Whitespace,
         "char" => Tokenize::Char,
         "default" => flavor.default_tokenize(),
-        "mecab" => {
-            let dic = args.mecab_dic.as_deref().context(
-                "--tokenize mecab needs --mecab-dic DIR (a compiled mecab-ko-dic folder)",
-            )?;
-            mecab_tokenizer(dic)?
-        }
+        "mecab" => mecab_tokenizer(args.mecab_dic.as_deref())?,
         s => bail!("--tokenize {s:?}: expected `whitespace`, `char`, `mecab` or `default`"),
     })
 }
@@ -297,7 +287,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     };
 
     if let Some(path) = &args.per_item {
-        write_atomic(path, &per_item_csv(&items, flavor)?)?;
+        dsum_core::io::atomic::write_atomic(path, &per_item_csv(&items, flavor)?)?;
     }
     if args.json {
         let mut out = metrics_json(&total);
@@ -370,33 +360,6 @@ fn per_item_csv(items: &[Item], flavor: Flavor) -> anyhow::Result<Vec<u8>> {
         w.write_record(&rec)?;
     }
     w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so
-/// a reader never sees a half-written file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::anyhow!("{}: {e}", path.display())
-    })
 }
 
 fn print_report(args: &ScoreArgs, flavor: Flavor, total: &Scores, items: &[Item], has_topic: bool) {

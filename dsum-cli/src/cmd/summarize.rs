@@ -9,14 +9,17 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context, Result};
 use argh::FromArgs;
+use dsum_core::generation::GenerationConfig;
 use dsum_core::io::atomic::{commit, temp_path};
+use dsum_core::io::csv::Table;
+use dsum_core::models::LoadedModel;
+use dsum_core::prompt::{clean_answer, PromptBuilder};
 
 use super::common::{
     apply_allow_scripts, generation_config, interrupt_flag, load_model, progress, prompt_builder,
     set_threads,
 };
 use super::gen_flags::with_generation_flags;
-use dsum_core::prompt::clean_answer;
 
 with_generation_flags! {
     /// summarize the dialogues of a competition CSV into a submission CSV
@@ -60,48 +63,76 @@ pub struct Dialogue {
 
 /// Read `fname` and `dialogue` from a competition CSV, with errors that name the row.
 pub fn read_dialogues(path: &Path) -> Result<Vec<Dialogue>> {
+    let table = Table::read(path)?;
+    let (fi, di) = (table.column("fname")?, table.column("dialogue")?);
+    table.check_unique(fi)?;
     let shown = path.display();
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(false)
-        .from_path(path)
-        .with_context(|| format!("cannot open {shown}"))?;
-    let headers = rdr
-        .headers()
-        .with_context(|| format!("{shown}: cannot read the header row"))?
-        .clone();
-    let col = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim_start_matches('\u{feff}') == name)
-    };
-    let (Some(fi), Some(di)) = (col("fname"), col("dialogue")) else {
-        bail!(
-            "{shown}: needs columns `fname` and `dialogue`; found {:?}",
-            headers.iter().collect::<Vec<_>>()
-        );
-    };
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    for (i, rec) in rdr.records().enumerate() {
-        let rec = rec.with_context(|| format!("{shown}: record {} is malformed", i + 1))?;
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
-        let fname = rec.get(fi).unwrap_or("").to_string();
-        let dialogue = rec.get(di).unwrap_or("").to_string();
+    let mut out = Vec::with_capacity(table.len());
+    for row in table.rows() {
+        let (fname, dialogue) = (row.get(fi), row.get(di));
         if fname.is_empty() {
-            bail!("{shown}: line {line}: empty fname");
+            bail!("{shown}: line {}: empty fname", row.line());
         }
         if dialogue.trim().is_empty() {
-            bail!("{shown}: line {line}: the dialogue of `{fname}` is empty");
+            bail!(
+                "{shown}: line {}: the dialogue of `{fname}` is empty",
+                row.line()
+            );
         }
-        if !seen.insert(fname.clone()) {
-            bail!("{shown}: line {line}: fname `{fname}` appears twice");
-        }
-        out.push(Dialogue { fname, dialogue });
+        out.push(Dialogue {
+            fname: fname.into(),
+            dialogue: dialogue.into(),
+        });
     }
     if out.is_empty() {
         bail!("{shown}: no rows");
     }
     Ok(out)
+}
+
+/// Turns dialogues into summaries with one model and one set of settings: BART takes the
+/// dialogue (truncated to the encoder limit), a causal LM takes the rendered chat prompt.
+pub struct Summarizer<'a> {
+    pub model: &'a LoadedModel,
+    pub gen: GenerationConfig,
+    pub user_max: bool,
+    pub prompts: Option<PromptBuilder>,
+    pub remove: Vec<String>,
+    pub max_in: usize,
+    /// Dialogues cut to `max_in` tokens so far.
+    pub truncated: usize,
+    /// Tokens generated so far (new tokens of the best hypotheses).
+    pub generated: usize,
+}
+
+impl Summarizer<'_> {
+    pub fn summarize(&mut self, dialogues: &[&str]) -> Result<Vec<String>> {
+        let mut ids = Vec::with_capacity(dialogues.len());
+        for d in dialogues {
+            if let Some(p) = &self.prompts {
+                // The rendered chat prompt already holds its special tokens.
+                ids.push(self.model.tokenizer.encode_plain(&p.render_dialogue(d)?)?);
+                continue;
+            }
+            if self.model.tokenizer.encode(d, None)?.len() > self.max_in {
+                self.truncated += 1;
+            }
+            ids.push(self.model.tokenizer.encode(d, Some(self.max_in))?);
+        }
+        let hyps = self.model.generate(&ids, &self.gen, self.user_max)?;
+        let remove: Vec<&str> = self.remove.iter().map(String::as_str).collect();
+        let mut out = Vec::with_capacity(hyps.len());
+        for h in &hyps {
+            let best = h.first().map(|h| h.tokens.as_slice()).unwrap_or(&[]);
+            self.generated += best.len();
+            out.push(if self.prompts.is_some() {
+                clean_answer(&self.model.tokenizer.decode(best, true)?)
+            } else {
+                clean_summary(&self.model.tokenizer.decode(best, false)?, &remove)
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// The competition's cleanup: drop the listed special-token strings, trim spaces.
@@ -143,10 +174,22 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     let (mut gen, user_max) = generation_config(&model, &kwargs)?;
     let pflags = args.prompt_flags();
     apply_allow_scripts(&model, &mut gen, &pflags, args.quiet)?;
-    let prompts = prompt_builder(&model, &pflags)?;
-    let remove: Vec<&str> = args.remove_tokens.split(',').map(|s| s.trim()).collect();
     let max_in = args.encoder_max_length.min(model.max_input_tokens());
     anyhow::ensure!(max_in > 0, "--encoder-max-length must be at least 1");
+    let mut sm = Summarizer {
+        model: &model,
+        gen,
+        user_max,
+        prompts: prompt_builder(&model, &pflags)?,
+        remove: args
+            .remove_tokens
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .collect(),
+        max_in,
+        truncated: 0,
+        generated: 0,
+    };
 
     let partial = temp_path(&args.output);
     let done = if args.resume && partial.is_file() {
@@ -177,39 +220,13 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
 
     let stop = interrupt_flag();
     let pb = progress(todo.len() as u64, args.quiet, "summarize");
-    let mut truncated = 0usize;
     for chunk in todo.chunks(args.batch_size) {
-        let mut ids = Vec::with_capacity(chunk.len());
-        for r in chunk {
-            if let Some(p) = &prompts {
-                // Causal LM: the rendered chat prompt already holds its special tokens.
-                let text = p.render_dialogue(&r.dialogue)?;
-                ids.push(model.tokenizer.encode_plain(&text)?);
-                continue;
-            }
-            let full = model.tokenizer.encode(&r.dialogue, None)?;
-            if full.len() > max_in {
-                truncated += 1;
-            }
-            ids.push(model.tokenizer.encode(&r.dialogue, Some(max_in))?);
-        }
-        let hyps = model.generate(&ids, &gen, user_max).with_context(|| {
-            format!(
-                "generating for {}",
-                chunk
-                    .iter()
-                    .map(|r| r.fname.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+        let texts: Vec<&str> = chunk.iter().map(|r| r.dialogue.as_str()).collect();
+        let summaries = sm.summarize(&texts).with_context(|| {
+            let names: Vec<&str> = chunk.iter().map(|r| r.fname.as_str()).collect();
+            format!("generating for {}", names.join(", "))
         })?;
-        for (r, h) in chunk.iter().zip(&hyps) {
-            let best = h.first().map(|h| h.tokens.as_slice()).unwrap_or(&[]);
-            let summary = if prompts.is_some() {
-                clean_answer(&model.tokenizer.decode(best, true)?)
-            } else {
-                clean_summary(&model.tokenizer.decode(best, false)?, &remove)
-            };
+        for (r, summary) in chunk.iter().zip(&summaries) {
             w.write_record([r.fname.as_str(), summary.as_str()])?;
         }
         w.flush()
@@ -226,8 +243,11 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
         }
     }
     pb.finish_and_clear();
-    if truncated > 0 {
-        eprintln!("warning: {truncated} dialogue(s) longer than {max_in} tokens were truncated");
+    if sm.truncated > 0 {
+        eprintln!(
+            "warning: {} dialogue(s) longer than {max_in} tokens were truncated",
+            sm.truncated
+        );
     }
     let file = w
         .into_inner()

@@ -16,16 +16,19 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Write `bytes` to `path` atomically.
+/// Write `bytes` to `path` atomically; on failure the temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
-    let p = |e: std::io::Error| Error::io(path.display().to_string(), e);
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(p)?;
-        f.write_all(bytes).map_err(p)?;
-        f.sync_all().map_err(p)?;
-    }
-    std::fs::rename(&tmp, path).map_err(p)
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path.display().to_string(), e)
+    })
 }
 
 /// Move a finished temporary file into place.
