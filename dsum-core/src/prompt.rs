@@ -92,5 +92,6 @@ pub fn clean_answer(text: &str) -> String {
         (Some(_), Some(end)) => &t[end + "</think>".len()..],
         _ => t,
     };
-    t.trim().to_string()
+    // A byte-level model cut off by max_new_tokens can end inside a character.
+    t.trim().trim_end_matches('\u{FFFD}').trim_end().to_string()
 }
