@@ -88,21 +88,28 @@ fn argmax(x: &[f32]) -> u32 {
     best as u32
 }
 
-/// Indices of the k largest values, descending; ties keep the lower index first.
+/// Indices of the k largest values, descending; ties keep the lower index first (what
+/// `torch.topk` returns on CPU). One pass with a small sorted buffer: k is 2-3 × num_beams
+/// while x holds num_beams × vocab scores.
 fn topk(x: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..x.len()).collect();
-    let cmp = |a: &usize, b: &usize| {
-        x[*b]
-            .partial_cmp(&x[*a])
-            .unwrap_or(core::cmp::Ordering::Equal)
-            .then(a.cmp(b))
-    };
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k, cmp);
-        idx.truncate(k);
+    let k = k.min(x.len());
+    let mut best: Vec<usize> = Vec::with_capacity(k + 1);
+    for (i, &v) in x.iter().enumerate() {
+        if v.is_nan() {
+            continue;
+        }
+        if best.len() == k {
+            match best.last() {
+                Some(&last) if v > x[last] => {}
+                _ => continue,
+            }
+        }
+        // After every kept element that is >= v: equal values stay in index order.
+        let pos = best.partition_point(|&j| x[j] >= v);
+        best.insert(pos, i);
+        best.truncate(k);
     }
-    idx.sort_by(cmp);
-    idx
+    best
 }
 
 const NEG: f32 = -1.0e9;
@@ -275,4 +282,21 @@ pub fn beam_search<D: StepDecoder>(
                 .collect()
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topk;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn topk_matches_a_stable_sort(xs in proptest::collection::vec(-3i8..3, 0..200), k in 0usize..12) {
+            let x: Vec<f32> = xs.iter().map(|&v| v as f32).collect();
+            let mut want: Vec<usize> = (0..x.len()).collect();
+            want.sort_by(|&a, &b| x[b].partial_cmp(&x[a]).unwrap().then(a.cmp(&b)));
+            want.truncate(k);
+            prop_assert_eq!(topk(&x, k), want);
+        }
+    }
 }
