@@ -95,6 +95,11 @@ macro_rules! fields {
             fn clear(&mut self, key: &str) {
                 match key { $( stringify!($f) => self.$f = None, )* _ => {} }
             }
+
+            /// Fields set in `other` replace ours.
+            pub fn overlay(&mut self, other: &GenerationConfig) {
+                $( if other.$f.is_some() { self.$f = other.$f.clone(); } )*
+            }
         }
     };
 }
@@ -122,41 +127,9 @@ fields!(
     do_sample
 );
 
-macro_rules! overlay {
-    ($dst:ident, $src:ident, $($f:ident),*) => { $( if $src.$f.is_some() { $dst.$f = $src.$f.clone(); } )* };
-}
-
 impl GenerationConfig {
     pub fn from_json(text: &str, path: &str) -> Result<Self> {
         serde_json::from_str(text).map_err(|e| Error::config(path, format!("{e}")))
-    }
-
-    /// Fields set in `other` replace ours.
-    pub fn overlay(&mut self, other: &GenerationConfig) {
-        overlay!(
-            self,
-            other,
-            max_length,
-            max_new_tokens,
-            min_length,
-            min_new_tokens,
-            num_beams,
-            num_return_sequences,
-            length_penalty,
-            early_stopping,
-            no_repeat_ngram_size,
-            repetition_penalty,
-            bad_words_ids,
-            suppress_tokens,
-            begin_suppress_tokens,
-            forced_bos_token_id,
-            forced_eos_token_id,
-            eos_token_id,
-            pad_token_id,
-            bos_token_id,
-            decoder_start_token_id,
-            do_sample
-        );
     }
 
     /// Apply a JSON object of transformers `generate` kwargs: a `null` value clears the
