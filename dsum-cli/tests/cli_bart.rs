@@ -192,3 +192,26 @@ fn bad_inputs_get_clear_errors_and_no_output() {
         assert!(err.contains(name) && err.contains(needle), "{name}: {err}");
     }
 }
+
+#[test]
+fn summarize_to_stdout_prints_the_same_submission() {
+    let o = cli()
+        .args(["summarize", "--quiet", "--output", "-", "--model"])
+        .arg(model("tiny-a"))
+        .arg("--input")
+        .arg(root().join("tests/fixtures/data/dialogues.csv"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(o.stdout.as_slice());
+    let got: Vec<Vec<String>> = r
+        .records()
+        .map(|x| x.unwrap().iter().map(String::from).collect())
+        .collect();
+    assert_eq!(
+        got,
+        read_csv(&root().join("tests/fixtures/data/summarize_tiny-a.csv"))
+    );
+}

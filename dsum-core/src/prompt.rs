@@ -11,6 +11,9 @@ use crate::tokenizer::Tokenizer;
 pub const DEFAULT_SYSTEM_PROMPT: &str =
     "당신은 한국어 대화를 요약하는 전문가입니다. 대화의 핵심 내용을 한두 문장의 자연스러운 한국어로 간결하게 요약하세요.";
 pub const DEFAULT_USER_TEMPLATE: &str = "다음 대화를 요약해 주세요.\n\n{dialogue}\n\n요약:";
+/// English preset, for English-first models on English dialogues (DialogSum style).
+pub const ENGLISH_SYSTEM_PROMPT: &str = "You are a helpful assistant that summarizes dialogues.";
+pub const ENGLISH_USER_TEMPLATE: &str = "Summarize this dialogue in one sentence.\n\n{dialogue}";
 
 pub struct PromptBuilder {
     template: Option<ChatTemplate>,

@@ -8,7 +8,10 @@ use anyhow::{Context, Result};
 use dsum_core::generation::scripts::{blocked_tokens, ScriptSet};
 use dsum_core::generation::GenerationConfig;
 use dsum_core::models::{LoadedModel, Model};
-use dsum_core::prompt::{PromptBuilder, DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE};
+use dsum_core::prompt::{
+    PromptBuilder, DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, ENGLISH_SYSTEM_PROMPT,
+    ENGLISH_USER_TEMPLATE,
+};
 
 use super::gen_flags::PromptFlags;
 
@@ -71,10 +74,15 @@ pub fn prompt_builder(model: &LoadedModel, flags: &PromptFlags) -> Result<Option
         Some(s) => serde_json::from_str(s).context("--template-kwargs must be a JSON object")?,
         None => serde_json::Value::Null,
     };
+    let (system, user) = match flags.prompt_preset.unwrap_or("ko") {
+        "ko" => (DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE),
+        "en" => (ENGLISH_SYSTEM_PROMPT, ENGLISH_USER_TEMPLATE),
+        other => anyhow::bail!("--prompt-preset must be ko or en, not `{other}`"),
+    };
     let b = PromptBuilder::new(
         &model.tokenizer,
-        Some(flags.system_prompt.unwrap_or(DEFAULT_SYSTEM_PROMPT)),
-        flags.prompt_template.unwrap_or(DEFAULT_USER_TEMPLATE),
+        Some(flags.system_prompt.unwrap_or(system)),
+        flags.prompt_template.unwrap_or(user),
         !flags.no_chat_template,
         kwargs,
     )?;

@@ -64,7 +64,10 @@ macro_rules! with_generation_flags {
             /// only let the model write these scripts, e.g. hangul,latin,digits,punct (builds suppress_tokens)
             #[argh(option)]
             pub allow_scripts: Option<String>,
-            /// causal LMs: system prompt (default: a Korean summarization instruction; "" for none)
+            /// causal LMs: prompt defaults, ko (Korean instruction, the default) or en
+            #[argh(option)]
+            pub prompt_preset: Option<String>,
+            /// causal LMs: system prompt (default: from --prompt-preset; "" for none)
             #[argh(option)]
             pub system_prompt: Option<String>,
             /// causal LMs: user message template containing {dialogue}
@@ -82,6 +85,7 @@ macro_rules! with_generation_flags {
             pub fn prompt_flags(&self) -> $crate::cmd::gen_flags::PromptFlags<'_> {
                 $crate::cmd::gen_flags::PromptFlags {
                     allow_scripts: self.allow_scripts.as_deref(),
+                    prompt_preset: self.prompt_preset.as_deref(),
                     system_prompt: self.system_prompt.as_deref(),
                     prompt_template: self.prompt_template.as_deref(),
                     no_chat_template: self.no_chat_template,
@@ -118,6 +122,7 @@ pub(crate) use with_generation_flags;
 /// Flags about prompts and output scripts (causal LMs), shared like the generation flags.
 pub struct PromptFlags<'a> {
     pub allow_scripts: Option<&'a str>,
+    pub prompt_preset: Option<&'a str>,
     pub system_prompt: Option<&'a str>,
     pub prompt_template: Option<&'a str>,
     pub no_chat_template: bool,

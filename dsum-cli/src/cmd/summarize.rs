@@ -32,7 +32,7 @@ with_generation_flags! {
         /// input CSV with columns fname and dialogue
         #[argh(option)]
         pub input: PathBuf,
-        /// output CSV (fname,summary), written atomically
+        /// output CSV (fname,summary), written atomically; `-` prints it to stdout
         #[argh(option)]
         pub output: PathBuf,
         /// dialogues per generate call (default 8)
@@ -191,14 +191,16 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
         generated: 0,
     };
 
+    // `--output -` streams the CSV to stdout (no resume); a file goes through OUT.partial.
+    let to_stdout = args.output.as_os_str() == "-";
     let partial = temp_path(&args.output);
-    let done = if args.resume && partial.is_file() {
+    let done = if args.resume && !to_stdout && partial.is_file() {
         done_rows(&partial)?
     } else {
         HashSet::new()
     };
     let todo: Vec<&Dialogue> = rows.iter().filter(|r| !done.contains(&r.fname)).collect();
-    if args.resume && !done.is_empty() {
+    if !done.is_empty() {
         eprintln!(
             "resuming: {} rows already in {}, {} to go",
             done.len(),
@@ -206,14 +208,19 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
             todo.len()
         );
     }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(!done.is_empty())
-        .truncate(done.is_empty())
-        .open(&partial)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    let mut w = csv::Writer::from_writer(file);
+    let (sink, file): (Box<dyn std::io::Write>, Option<std::fs::File>) = if to_stdout {
+        (Box::new(std::io::stdout()), None)
+    } else {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(!done.is_empty())
+            .truncate(done.is_empty())
+            .open(&partial)
+            .with_context(|| format!("cannot write {}", partial.display()))?;
+        (Box::new(f.try_clone()?), Some(f))
+    };
+    let mut w = csv::Writer::from_writer(sink);
     if done.is_empty() {
         w.write_record(["fname", "summary"])?;
     }
@@ -249,9 +256,10 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
             sm.truncated
         );
     }
-    let file = w
-        .into_inner()
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", partial.display()))?;
+    w.flush()
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    drop(w);
+    let Some(file) = file else { return Ok(()) };
     file.sync_all()
         .with_context(|| format!("cannot write {}", partial.display()))?;
     commit(&partial, &args.output)?;
