@@ -198,3 +198,19 @@ fn generation_matches_transformers() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn parameter_count_equals_the_checkpoint_tensors() {
+    for name in ["tiny-a", "tiny-b", "tiny-c"] {
+        let dir = fixtures().join("models").join(name);
+        let ck = dsum_core::io::checkpoint::Checkpoint::open_dir(&dir).unwrap();
+        // Tied embeddings are stored once; final_logits_bias is a buffer, not a parameter.
+        let in_file: usize = ck
+            .names()
+            .filter(|n| *n != "final_logits_bias")
+            .map(|n| ck.shape(n).unwrap().iter().product::<usize>())
+            .sum();
+        let m = LoadedModel::load(&dir).unwrap();
+        assert_eq!(m.num_parameters(), in_file, "{name}");
+    }
+}

@@ -213,3 +213,17 @@ fn generation_matches_transformers() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn parameter_count_equals_the_checkpoint_tensors() {
+    for name in ["llama-tied", "llama3-rope", "qwen2", "qwen3"] {
+        let dir = common::fixtures("llama").join("models").join(name);
+        let ck = dsum_core::io::checkpoint::Checkpoint::open_dir(&dir).unwrap();
+        let in_file: usize = ck
+            .names()
+            .map(|n| ck.shape(n).unwrap().iter().product::<usize>())
+            .sum();
+        let m = LoadedModel::load(&dir).unwrap();
+        assert_eq!(m.num_parameters(), in_file, "{name}");
+    }
+}

@@ -380,6 +380,24 @@ impl Bart {
         self.config.vocab_size
     }
 
+    /// Trainable parameters, as `sum(p.numel() for p in model.parameters())` counts them
+    /// (tied embeddings once; `final_logits_bias` is a buffer).
+    pub fn num_parameters(&self) -> usize {
+        let c = &self.config;
+        let (d, v, p) = (
+            c.d_model,
+            c.vocab_size,
+            c.max_position_embeddings + POS_OFFSET,
+        );
+        let attn = 4 * (d * d + d);
+        let ln = 2 * d;
+        let ffn = |f: usize| d * f + f + f * d + d;
+        let enc = c.encoder_layers * (attn + ln + ffn(c.encoder_ffn_dim) + ln);
+        let dec = c.decoder_layers * (2 * attn + 3 * ln + ffn(c.decoder_ffn_dim));
+        let head = if self.lm_head.is_some() { v * d } else { 0 };
+        v * d + head + 2 * (p * d + ln) + enc + dec
+    }
+
     /// Longest input either stack can embed.
     pub fn max_positions(&self) -> usize {
         self.config.max_position_embeddings

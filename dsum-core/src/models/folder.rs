@@ -147,6 +147,13 @@ impl LoadedModel {
         }
     }
 
+    pub fn num_parameters(&self) -> usize {
+        match &self.model {
+            Model::Bart(m) => m.num_parameters(),
+            Model::Llama(m) => m.num_parameters(),
+        }
+    }
+
     /// Longest encoder input the model accepts.
     pub fn max_input_tokens(&self) -> usize {
         match &self.model {

@@ -272,6 +272,29 @@ impl Llama {
         self.config.vocab_size
     }
 
+    /// Parameters as `sum(p.numel() for p in model.parameters())` counts them (tied once).
+    pub fn num_parameters(&self) -> usize {
+        let per_layer: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                let proj = |p: &Proj| p.w.len() + p.b.as_ref().map_or(0, |b| b.len());
+                l.input_layernorm.len()
+                    + l.post_attention_layernorm.len()
+                    + [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                        .iter()
+                        .map(|p| proj(p))
+                        .sum::<usize>()
+                    + l.q_norm.as_ref().map_or(0, |w| w.len())
+                    + l.k_norm.as_ref().map_or(0, |w| w.len())
+            })
+            .sum();
+        self.embed.len()
+            + self.lm_head.as_ref().map_or(0, |w| w.len())
+            + self.norm.len()
+            + per_layer
+    }
+
     /// Empty caches for `masks.len()` rows of equal padded length; `masks[r][j]` is false for
     /// left padding. `cap` bounds the total length (prompt + new tokens).
     pub fn start(&self, masks: &[Vec<bool>], cap: usize) -> CausalState {
