@@ -2,8 +2,14 @@
 //! output files.
 
 pub mod checkpoint;
+pub mod pickle;
+pub mod pytorch;
+pub mod raw_tensor;
+pub mod torch_zip;
 
 #[cfg(feature = "std")]
 pub mod atomic;
+#[cfg(feature = "std")]
+pub mod convert;
 #[cfg(feature = "std")]
 pub mod csv;
