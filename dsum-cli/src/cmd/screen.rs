@@ -24,7 +24,7 @@ with_generation_flags! {
     #[derive(FromArgs)]
     #[argh(subcommand, name = "screen")]
     pub struct ScreenArgs {
-        /// model folders, comma separated
+        /// model folders or Hub repo ids (`org/name[@revision]`), comma separated
         #[argh(option)]
         pub models: String,
         /// dev CSV with fname, dialogue and summary columns
