@@ -114,7 +114,10 @@ fn malicious_bin_is_refused_with_the_global_named() {
             .arg("--output")
             .arg(&target),
     );
-    assert!(err.contains("os.system") && err.contains("pytorch_model.bin"), "{err}");
+    assert!(
+        err.contains("os.system") && err.contains("pytorch_model.bin"),
+        "{err}"
+    );
     assert!(!target.exists() && !out.path().join("x.partial").exists());
 }
 

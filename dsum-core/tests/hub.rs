@@ -142,7 +142,9 @@ fn serve(
     let (file, cdn) = if let Some(rest) = path.strip_prefix(&prefix) {
         let (rev, file) = rest.split_once('/').unwrap_or(("", ""));
         if rev != "main" && rev != COMMIT {
-            let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
             return;
         }
         (file.to_string(), false)
@@ -224,14 +226,25 @@ fn download_fills_the_python_layout_then_reuses_it() {
 
     let repo_dir = cache_dir.path().join("models--dsum-test--tiny-qwen2");
     assert_eq!(dir, repo_dir.join("snapshots").join(COMMIT));
-    assert_eq!(std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(), COMMIT);
+    assert_eq!(
+        std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(),
+        COMMIT
+    );
     for (name, data) in &files {
         let link = dir.join(name);
         let target = std::fs::read_link(&link).unwrap();
-        assert_eq!(target, Path::new("../../blobs").join(etag(name, data)), "{name}");
+        assert_eq!(
+            target,
+            Path::new("../../blobs").join(etag(name, data)),
+            "{name}"
+        );
         assert_eq!(&std::fs::read(&link).unwrap(), data, "{name}");
     }
-    assert!(repo_dir.join(".no_exist").join(COMMIT).join("chat_template.jinja").is_file());
+    assert!(repo_dir
+        .join(".no_exist")
+        .join(COMMIT)
+        .join("chat_template.jinja")
+        .is_file());
     let weights_get = server
         .requests()
         .iter()
@@ -251,7 +264,11 @@ fn interrupted_download_resumes_with_range() {
     let server = Server::start(files.clone(), Some("model.safetensors"));
     let cache_dir = tempfile::tempdir().unwrap();
     let client = HubClient::new(HubCache::new(cache_dir.path()), &server.endpoint(), None);
-    let e = client.resolve_model(&repo(), &NoProgress).err().unwrap().to_string();
+    let e = client
+        .resolve_model(&repo(), &NoProgress)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("resume"), "{e}");
     let weights = &files["model.safetensors"];
     let blob = cache_dir
@@ -265,14 +282,17 @@ fn interrupted_download_resumes_with_range() {
 
     let dir = client.resolve_model(&repo(), &NoProgress).unwrap();
     let reqs = server.requests();
-    let resumed = reqs
-        .iter()
-        .any(|r| r.1 == "/cdn/model.safetensors" && r.2.as_deref() == Some(&format!("bytes={have}-")));
+    let resumed = reqs.iter().any(|r| {
+        r.1 == "/cdn/model.safetensors" && r.2.as_deref() == Some(&format!("bytes={have}-"))
+    });
     assert!(resumed, "{reqs:?}");
     // Files already complete are not fetched again.
     assert_eq!(gets(&reqs) - gets_before, 1, "{reqs:?}");
     assert!(!partial.exists());
-    assert_eq!(&std::fs::read(dir.join("model.safetensors")).unwrap(), weights);
+    assert_eq!(
+        &std::fs::read(dir.join("model.safetensors")).unwrap(),
+        weights
+    );
     LoadedModel::load(&dir).unwrap();
 }
 

@@ -20,7 +20,13 @@ fn bin(name: &str) -> PathBuf {
 /// Same names, dtypes, shapes and bytes.
 fn assert_same_tensors(a: &dyn TensorSource, b: &dyn TensorSource) {
     let names = a.tensor_names();
-    assert_eq!(names, b.tensor_names(), "{} vs {}", a.source_path(), b.source_path());
+    assert_eq!(
+        names,
+        b.tensor_names(),
+        "{} vs {}",
+        a.source_path(),
+        b.source_path()
+    );
     for n in names {
         let (x, y) = (a.raw_tensor(&n).unwrap(), b.raw_tensor(&n).unwrap());
         assert_eq!(x.dtype, y.dtype, "{n}");
@@ -93,7 +99,10 @@ fn sharded_qwen2_bin_equals_safetensors() {
 #[test]
 fn bin_only_folders_generate_the_same_ids() {
     for (orig, bins) in [
-        (common::fixtures("bart").join("models/tiny-b"), bin("tiny-b")),
+        (
+            common::fixtures("bart").join("models/tiny-b"),
+            bin("tiny-b"),
+        ),
         (
             common::fixtures("llama").join("models/qwen2"),
             bin("qwen2-sharded"),
@@ -103,7 +112,12 @@ fn bin_only_folders_generate_the_same_ids() {
         let a = LoadedModel::load(&orig).unwrap();
         let b = LoadedModel::load(folder.path()).unwrap();
         let rows = vec![vec![5, 17, 42, 99, 7], vec![3, 250, 11]];
-        assert_eq!(greedy_ids(&a, &rows), greedy_ids(&b, &rows), "{}", orig.display());
+        assert_eq!(
+            greedy_ids(&a, &rows),
+            greedy_ids(&b, &rows),
+            "{}",
+            orig.display()
+        );
     }
 }
 
@@ -135,7 +149,10 @@ fn malicious_pickles_are_refused_by_name() {
         ("malicious_os_system.bin", "os.system"),
         ("malicious_eval.bin", "builtins.eval"),
     ] {
-        let e = PtCheckpoint::open_file(&bin(file)).err().unwrap().to_string();
+        let e = PtCheckpoint::open_file(&bin(file))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains(global) && e.contains(file), "{e}");
         assert!(e.contains("nothing was executed"), "{e}");
     }
@@ -143,7 +160,10 @@ fn malicious_pickles_are_refused_by_name() {
 
 #[test]
 fn legacy_format_has_a_clear_error() {
-    let e = PtCheckpoint::open_file(&bin("legacy.bin")).err().unwrap().to_string();
+    let e = PtCheckpoint::open_file(&bin("legacy.bin"))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("legacy") && e.contains("torch>=1.6"), "{e}");
 }
 
@@ -152,7 +172,10 @@ fn truncated_files_are_errors_not_panics() {
     let full = std::fs::read(bin("views.bin")).unwrap();
     for cut in [0, 10, 100, full.len() / 2, full.len() - 30, full.len() - 1] {
         let bytes: dsum_core::tensor::SharedBytes = std::sync::Arc::new(full[..cut].to_vec());
-        assert!(PtCheckpoint::from_bytes("cut.bin", bytes).is_err(), "cut at {cut}");
+        assert!(
+            PtCheckpoint::from_bytes("cut.bin", bytes).is_err(),
+            "cut at {cut}"
+        );
     }
     // Flipped bytes anywhere: never a panic.
     for i in (0..full.len()).step_by(7) {

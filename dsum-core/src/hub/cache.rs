@@ -31,12 +31,18 @@ impl HubCache {
             .filter(|p| !p.is_empty())
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .ok_or_else(|| Error::io("HF_HUB_CACHE", "no cache folder: set HF_HUB_CACHE or HF_HOME"))?;
+            .ok_or_else(|| {
+                Error::io(
+                    "HF_HUB_CACHE",
+                    "no cache folder: set HF_HUB_CACHE or HF_HOME",
+                )
+            })?;
         Ok(Self::new(home.join("huggingface").join("hub")))
     }
 
     pub fn repo_dir(&self, repo: &str) -> PathBuf {
-        self.root.join(format!("models--{}", repo.replace('/', "--")))
+        self.root
+            .join(format!("models--{}", repo.replace('/', "--")))
     }
 
     /// The commit a revision points at: itself when it is a hash, else `refs/<revision>`.
@@ -44,7 +50,8 @@ impl HubCache {
         if is_commit(&r.revision) {
             return Some(r.revision.clone());
         }
-        let text = std::fs::read_to_string(self.repo_dir(&r.repo).join("refs").join(&r.revision)).ok()?;
+        let text =
+            std::fs::read_to_string(self.repo_dir(&r.repo).join("refs").join(&r.revision)).ok()?;
         let c = text.trim();
         is_commit(c).then(|| c.to_string())
     }
@@ -58,7 +65,10 @@ impl HubCache {
     }
 
     pub fn no_exist_path(&self, repo: &str, commit: &str, file: &str) -> PathBuf {
-        self.repo_dir(repo).join(".no_exist").join(commit).join(file)
+        self.repo_dir(repo)
+            .join(".no_exist")
+            .join(commit)
+            .join(file)
     }
 
     /// The snapshot folder of `r` when it already holds a loadable model: config.json and a
@@ -75,7 +85,8 @@ impl HubCache {
         }
         let path = self.repo_dir(&r.repo).join("refs").join(&r.revision);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent.display().to_string(), e))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(parent.display().to_string(), e))?;
         }
         crate::io::atomic::write_atomic(&path, commit.as_bytes())
     }
@@ -98,7 +109,8 @@ impl HubCache {
             }
             rel.push("blobs");
             rel.push(etag);
-            std::os::unix::fs::symlink(&rel, &tmp).map_err(|e| Error::io(tmp.display().to_string(), e))?;
+            std::os::unix::fs::symlink(&rel, &tmp)
+                .map_err(|e| Error::io(tmp.display().to_string(), e))?;
         }
         #[cfg(not(unix))]
         std::fs::copy(&blob, &tmp).map_err(|e| Error::io(tmp.display().to_string(), e))?;
@@ -110,7 +122,8 @@ impl HubCache {
     pub fn mark_missing(&self, repo: &str, commit: &str, file: &str) -> Result<()> {
         let p = self.no_exist_path(repo, commit, file);
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent.display().to_string(), e))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(parent.display().to_string(), e))?;
         }
         std::fs::write(&p, b"").map_err(|e| Error::io(p.display().to_string(), e))
     }

@@ -48,7 +48,9 @@ struct Meta {
 }
 
 fn header_value(resp: &ureq::Response, name: &str) -> Option<String> {
-    resp.header(name).map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    resp.header(name)
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 impl HubClient {
@@ -98,13 +100,19 @@ impl HubClient {
     }
 
     fn resolve_url(&self, repo: &str, rev: &str, file: &str) -> String {
-        format!("{}/{repo}/resolve/{}/{file}", self.endpoint, rev.replace('/', "%2F"))
+        format!(
+            "{}/{repo}/resolve/{}/{file}",
+            self.endpoint,
+            rev.replace('/', "%2F")
+        )
     }
 
     fn with_token(&self, req: ureq::Request, url: &str) -> ureq::Request {
         match &self.token {
             // Only to the endpoint itself, never to a CDN it redirects to.
-            Some(t) if url.starts_with(&self.endpoint) => req.set("Authorization", &format!("Bearer {t}")),
+            Some(t) if url.starts_with(&self.endpoint) => {
+                req.set("Authorization", &format!("Bearer {t}"))
+            }
             _ => req,
         }
     }
@@ -118,7 +126,10 @@ impl HubClient {
         if self.offline {
             return Err(Error::io(
                 id,
-                format!("not in the cache {} and HF_HUB_OFFLINE is set", self.cache.root.display()),
+                format!(
+                    "not in the cache {} and HF_HUB_OFFLINE is set",
+                    self.cache.root.display()
+                ),
             ));
         }
         let mut commit: Option<String> = self.cache.commit_for(r);
@@ -126,7 +137,10 @@ impl HubClient {
             self.fetch_file(r, commit, file, progress)
         };
         if fetch("config.json", &mut commit)?.is_none() {
-            return Err(Error::io(id, "the repo has no config.json (not a transformers model?)"));
+            return Err(Error::io(
+                id,
+                "the repo has no config.json (not a transformers model?)",
+            ));
         }
         for f in &MODEL_FILES[1..] {
             fetch(f, &mut commit)?;
@@ -139,14 +153,18 @@ impl HubClient {
             if w.ends_with(".index.json") {
                 for shard in shards(&path)? {
                     if fetch(&shard, &mut commit)?.is_none() {
-                        return Err(Error::io(id, format!("{w} names `{shard}`, which the repo does not have")));
+                        return Err(Error::io(
+                            id,
+                            format!("{w} names `{shard}`, which the repo does not have"),
+                        ));
                     }
                 }
             }
             found = true;
             break;
         }
-        let commit = commit.ok_or_else(|| Error::io(id.clone(), "the server sent no X-Repo-Commit"))?;
+        let commit =
+            commit.ok_or_else(|| Error::io(id.clone(), "the server sent no X-Repo-Commit"))?;
         self.cache.write_ref(r, &commit)?;
         let dir = self.cache.snapshot_dir(&r.repo, &commit);
         if !found || !weights_complete(&dir) {
@@ -198,7 +216,10 @@ impl HubClient {
     fn head(&self, r: &RepoRef, rev: &str, file: &str) -> Result<Option<Meta>> {
         let mut url = self.resolve_url(&r.repo, rev, file);
         for _ in 0..5 {
-            let req = self.with_token(self.agent.head(&url).set("Accept-Encoding", "identity"), &url);
+            let req = self.with_token(
+                self.agent.head(&url).set("Accept-Encoding", "identity"),
+                &url,
+            );
             let resp = match req.call() {
                 Ok(resp) => resp,
                 Err(ureq::Error::Status(404, _)) => return Ok(None),
@@ -217,15 +238,24 @@ impl HubClient {
                     continue;
                 }
             }
-            let commit = header_value(&resp, "x-repo-commit")
-                .ok_or_else(|| Error::io(url.clone(), "no X-Repo-Commit header (is HF_ENDPOINT a Hub?)"))?;
+            let commit = header_value(&resp, "x-repo-commit").ok_or_else(|| {
+                Error::io(
+                    url.clone(),
+                    "no X-Repo-Commit header (is HF_ENDPOINT a Hub?)",
+                )
+            })?;
             if !super::is_commit(&commit) {
-                return Err(Error::io(url, format!("X-Repo-Commit `{commit}` is not a commit hash")));
+                return Err(Error::io(
+                    url,
+                    format!("X-Repo-Commit `{commit}` is not a commit hash"),
+                ));
             }
             let etag = header_value(&resp, "x-linked-etag")
                 .or_else(|| header_value(&resp, "etag"))
                 .map(|e| e.trim_start_matches("W/").trim_matches('"').to_string())
-                .filter(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+                .filter(|e| {
+                    !e.is_empty() && e.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
                 .ok_or_else(|| Error::io(url.clone(), "no usable ETag header"))?;
             let size = header_value(&resp, "x-linked-size")
                 .or_else(|| header_value(&resp, "content-length"))
@@ -245,7 +275,13 @@ impl HubClient {
     }
 
     /// GET into `<blob>.incomplete`, resuming from what is already there, then rename.
-    fn download(&self, meta: &Meta, blob: &Path, file: &str, progress: &dyn Progress) -> Result<()> {
+    fn download(
+        &self,
+        meta: &Meta,
+        blob: &Path,
+        file: &str,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let parent = blob.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent.display().to_string(), e))?;
         let mut part = blob.as_os_str().to_owned();
@@ -307,7 +343,8 @@ impl HubClient {
                     ));
                 }
             };
-            out.write_all(&buf[..n]).map_err(|e| Error::io(shown.clone(), e))?;
+            out.write_all(&buf[..n])
+                .map_err(|e| Error::io(shown.clone(), e))?;
             progress.advance(n as u64);
         }
         progress.finish();

@@ -33,12 +33,15 @@ impl RepoRef {
                 && p.len() <= 96
                 && !p.starts_with(['.', '-'])
                 && !p.contains("..")
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
         let rev_ok = !revision.is_empty()
             && !revision.contains("..")
             && !revision.starts_with('/')
-            && revision.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+            && revision
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
         (part_ok(org) && part_ok(name) && rev_ok).then(|| RepoRef {
             repo: repo.to_string(),
             revision: revision.to_string(),
@@ -92,10 +95,22 @@ mod tests {
     #[test]
     fn repo_ids() {
         let r = RepoRef::parse("digit82/kobart-summarization").unwrap();
-        assert_eq!((r.repo.as_str(), r.revision.as_str()), ("digit82/kobart-summarization", "main"));
+        assert_eq!(
+            (r.repo.as_str(), r.revision.as_str()),
+            ("digit82/kobart-summarization", "main")
+        );
         let r = RepoRef::parse("Qwen/Qwen2.5-0.5B-Instruct@v1.0").unwrap();
         assert_eq!(r.revision, "v1.0");
-        for bad in ["tiny", "./a/b", "/abs/path", "a/b/c", "../x", "a/b@", "a/..", "a/b@../x"] {
+        for bad in [
+            "tiny",
+            "./a/b",
+            "/abs/path",
+            "a/b/c",
+            "../x",
+            "a/b@",
+            "a/..",
+            "a/b@../x",
+        ] {
             assert!(RepoRef::parse(bad).is_none(), "{bad}");
         }
     }

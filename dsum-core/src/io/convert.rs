@@ -39,8 +39,8 @@ pub struct ConvertSummary {
 
 /// The weights of a model folder: safetensors when present, else `pytorch_model.bin` (+ index).
 pub fn open_source(dir: &Path) -> Result<Box<dyn TensorSource>> {
-    let safetensors =
-        dir.join("model.safetensors").is_file() || dir.join("model.safetensors.index.json").is_file();
+    let safetensors = dir.join("model.safetensors").is_file()
+        || dir.join("model.safetensors.index.json").is_file();
     if !safetensors && has_pytorch_weights(dir) {
         return Ok(Box::new(PtCheckpoint::open_dir(dir)?));
     }
@@ -89,7 +89,10 @@ pub fn convert_with(src: &dyn TensorSource, dir: &Path, out: &Path) -> Result<Co
             .next()
             .is_none();
         if !empty {
-            return Err(Error::io(shown, "already exists and is not empty; choose a new output folder"));
+            return Err(Error::io(
+                shown,
+                "already exists and is not empty; choose a new output folder",
+            ));
         }
     }
     let tmp = partial_dir(out);
@@ -101,7 +104,8 @@ pub fn convert_with(src: &dyn TensorSource, dir: &Path, out: &Path) -> Result<Co
         for f in CARRIED_FILES {
             let from = dir.join(f);
             if from.is_file() {
-                std::fs::copy(&from, tmp.join(f)).map_err(|e| Error::io(from.display().to_string(), e))?;
+                std::fs::copy(&from, tmp.join(f))
+                    .map_err(|e| Error::io(from.display().to_string(), e))?;
                 copied.push(f.to_string());
             }
         }
@@ -130,7 +134,10 @@ pub fn convert_with(src: &dyn TensorSource, dir: &Path, out: &Path) -> Result<Co
 }
 
 fn partial_dir(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".partial");
     out.with_file_name(name)
 }

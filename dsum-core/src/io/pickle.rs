@@ -123,7 +123,10 @@ struct Machine<'a> {
 
 impl<'a> Machine<'a> {
     fn err(&self, msg: impl core::fmt::Display) -> Error {
-        Error::checkpoint(self.path.to_string(), format!("data.pkl at byte {}: {msg}", self.pos))
+        Error::checkpoint(
+            self.path.to_string(),
+            format!("data.pkl at byte {}: {msg}", self.pos),
+        )
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -160,7 +163,8 @@ impl<'a> Machine<'a> {
             .iter()
             .position(|&c| c == b'\n')
             .ok_or_else(|| self.err("unterminated GLOBAL line"))?;
-        let s = core::str::from_utf8(&rest[..n]).map_err(|_| self.err("GLOBAL name is not UTF-8"))?;
+        let s =
+            core::str::from_utf8(&rest[..n]).map_err(|_| self.err("GLOBAL name is not UTF-8"))?;
         self.pos += n + 1;
         Ok(s)
     }
@@ -194,7 +198,10 @@ impl<'a> Machine<'a> {
         self.stack.last_mut().ok_or(e)
     }
     fn pop_mark(&mut self) -> Result<Vec<Value>> {
-        let m = self.marks.pop().ok_or_else(|| self.err("no MARK on the stack"))?;
+        let m = self
+            .marks
+            .pop()
+            .ok_or_else(|| self.err("no MARK on the stack"))?;
         if m > self.stack.len() {
             return Err(self.err("MARK past the end of the stack"));
         }
@@ -209,7 +216,11 @@ impl<'a> Machine<'a> {
         self.push(v)
     }
     fn memo_put(&mut self, i: u32) -> Result<()> {
-        let v = self.stack.last().cloned().ok_or_else(|| self.err("stack underflow"))?;
+        let v = self
+            .stack
+            .last()
+            .cloned()
+            .ok_or_else(|| self.err("stack underflow"))?;
         self.charge(1)?;
         self.memo.insert(i, v);
         Ok(())
@@ -246,7 +257,7 @@ impl<'a> Machine<'a> {
             _ => 0,
         };
         self.charge(copied + items.len())?;
-        if pairs && items.len() % 2 != 0 {
+        if pairs && !items.len().is_multiple_of(2) {
             return Err(self.err("SETITEMS with an odd number of items"));
         }
         match self.top()? {
@@ -265,11 +276,19 @@ impl<'a> Machine<'a> {
 
     fn reduce(&mut self, func: Value, args: Value) -> Result<Value> {
         let Value::Tuple(args) = args else {
-            return Err(self.err(format!("REDUCE arguments must be a tuple, not a {}", args.kind())));
+            return Err(self.err(format!(
+                "REDUCE arguments must be a tuple, not a {}",
+                args.kind()
+            )));
         };
         let g = match func {
             Value::Global(g) => g,
-            other => return Err(self.err(format!("REDUCE on a {} (only allowed globals may be called)", other.kind()))),
+            other => {
+                return Err(self.err(format!(
+                    "REDUCE on a {} (only allowed globals may be called)",
+                    other.kind()
+                )))
+            }
         };
         match g {
             Global::OrderedDict => match args.as_slice() {
@@ -289,20 +308,23 @@ impl<'a> Machine<'a> {
                     }
                     _ => return Err(self.err("_rebuild_tensor_v2 expects (storage, offset, size, stride, requires_grad, hooks[, metadata])")),
                 };
-                let ints = |t: &[Value], what: &str| -> Result<Vec<usize>> {
-                    t.iter()
-                        .map(|v| match v {
-                            Value::Int(i) if *i >= 0 => Ok(*i as usize),
-                            _ => Err(self.err(format!("tensor {what} must be non-negative integers"))),
-                        })
-                        .collect()
-                };
+                let ints =
+                    |t: &[Value], what: &str| -> Result<Vec<usize>> {
+                        t.iter()
+                            .map(|v| match v {
+                                Value::Int(i) if *i >= 0 => Ok(*i as usize),
+                                _ => Err(self
+                                    .err(format!("tensor {what} must be non-negative integers"))),
+                            })
+                            .collect()
+                    };
                 let shape = ints(&size, "sizes")?;
                 let stride = ints(&stride, "strides")?;
                 if shape.len() != stride.len() {
                     return Err(self.err("tensor sizes and strides differ in length"));
                 }
-                let offset = usize::try_from(offset).map_err(|_| self.err("negative storage offset"))?;
+                let offset =
+                    usize::try_from(offset).map_err(|_| self.err("negative storage offset"))?;
                 Ok(Value::Tensor(Rc::new(TensorRef {
                     storage,
                     offset,
@@ -372,7 +394,9 @@ impl<'a> Machine<'a> {
                 }
                 0x85..=0x87 => {
                     let n = usize::from(op - 0x84);
-                    if self.stack.len() < n || self.marks.last().is_some_and(|&m| m + n > self.stack.len()) {
+                    if self.stack.len() < n
+                        || self.marks.last().is_some_and(|&m| m + n > self.stack.len())
+                    {
                         return Err(self.err("stack underflow"));
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
@@ -387,7 +411,8 @@ impl<'a> Machine<'a> {
                     self.memo_put(i)?;
                 }
                 0x94 => {
-                    let i = u32::try_from(self.memo.len()).map_err(|_| self.err("memo too large"))?;
+                    let i =
+                        u32::try_from(self.memo.len()).map_err(|_| self.err("memo too large"))?;
                     self.memo_put(i)?;
                 }
                 b'h' => {
@@ -443,7 +468,8 @@ impl<'a> Machine<'a> {
                     self.push(Value::Str(s))?;
                 }
                 0x8d => {
-                    let n = usize::try_from(self.u64()?).map_err(|_| self.err("string too long"))?;
+                    let n =
+                        usize::try_from(self.u64()?).map_err(|_| self.err("string too long"))?;
                     let s = self.string(n)?;
                     self.push(Value::Str(s))?;
                 }
@@ -515,7 +541,11 @@ impl<'a> Machine<'a> {
                     self.pop_mark()?;
                 }
                 b'2' => {
-                    let v = self.stack.last().cloned().ok_or_else(|| self.err("stack underflow"))?;
+                    let v = self
+                        .stack
+                        .last()
+                        .cloned()
+                        .ok_or_else(|| self.err("stack underflow"))?;
                     self.push(v)?;
                 }
                 other => {
@@ -549,20 +579,29 @@ pub fn state_dict(v: &Value, path: &str) -> Result<Vec<(String, TensorRef)>> {
     let Value::Dict(items) = v else {
         return Err(Error::checkpoint(
             path.to_string(),
-            format!("expected a state dict (a dict of tensors), found a {}", v.kind()),
+            format!(
+                "expected a state dict (a dict of tensors), found a {}",
+                v.kind()
+            ),
         ));
     };
     let mut out = Vec::with_capacity(items.len());
     for (k, v) in items.iter() {
         let Value::Str(name) = k else {
-            return Err(Error::checkpoint(path.to_string(), "a state dict key is not a string"));
+            return Err(Error::checkpoint(
+                path.to_string(),
+                "a state dict key is not a string",
+            ));
         };
         match v {
             Value::Tensor(t) => out.push((name.clone(), (**t).clone())),
             other => {
                 return Err(Error::checkpoint(
                     path.to_string(),
-                    format!("`{name}` is a {}, not a tensor (not a plain state dict?)", other.kind()),
+                    format!(
+                        "`{name}` is a {}, not a tensor (not a plain state dict?)",
+                        other.kind()
+                    ),
                 ))
             }
         }
@@ -600,7 +639,16 @@ mod tests {
 
     #[test]
     fn truncated_and_garbage_do_not_panic() {
-        for p in [&b""[..], b"\x80", b"X\xff\xff\xff\xff", b"(((t", b"h\x05", b"e", b"\x8a\x09", b"t."] {
+        for p in [
+            &b""[..],
+            b"\x80",
+            b"X\xff\xff\xff\xff",
+            b"(((t",
+            b"h\x05",
+            b"e",
+            b"\x8a\x09",
+            b"t.",
+        ] {
             assert!(unpickle(p, "x").is_err());
         }
     }

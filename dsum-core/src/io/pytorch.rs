@@ -55,7 +55,11 @@ fn materialize(
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| terr("element count overflows".to_string()))?;
     if numel == 0 {
-        return Ok(RawTensor::owned(t.storage.dtype, t.shape.clone(), Vec::new()));
+        return Ok(RawTensor::owned(
+            t.storage.dtype,
+            t.shape.clone(),
+            Vec::new(),
+        ));
     }
     // Highest element index the view touches; checked before anything is allocated.
     let last = t
@@ -113,7 +117,14 @@ fn materialize(
 }
 
 /// Copy a strided view into row-major order (`base` and the result in bytes, strides in elements).
-fn gather(all: &[u8], base: usize, shape: &[usize], stride: &[usize], item: usize, numel: usize) -> Vec<u8> {
+fn gather(
+    all: &[u8],
+    base: usize,
+    shape: &[usize],
+    stride: &[usize],
+    item: usize,
+    numel: usize,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(numel * item);
     let mut idx = vec![0usize; shape.len()];
     for _ in 0..numel {
@@ -151,17 +162,27 @@ impl PtCheckpoint {
             .filter(|k| k.ends_with("/data.pkl") && k.matches('/').count() == 1);
         let pkl_name = pkls
             .next()
-            .ok_or_else(|| Error::checkpoint(path.to_string(), "no `<archive>/data.pkl` in the zip"))?
+            .ok_or_else(|| {
+                Error::checkpoint(path.to_string(), "no `<archive>/data.pkl` in the zip")
+            })?
             .clone();
         if pkls.next().is_some() {
-            return Err(Error::checkpoint(path.to_string(), "several `data.pkl` records in one zip"));
+            return Err(Error::checkpoint(
+                path.to_string(),
+                "several `data.pkl` records in one zip",
+            ));
         }
         let prefix = &pkl_name[..pkl_name.len() - "data.pkl".len()];
         let big_endian = match zip.entries.get(&format!("{prefix}byteorder")) {
             Some(e) => match &buf[e.start..e.start + e.len] {
                 b"little" => false,
                 b"big" => true,
-                _ => return Err(Error::checkpoint(path.to_string(), "`byteorder` is neither little nor big")),
+                _ => {
+                    return Err(Error::checkpoint(
+                        path.to_string(),
+                        "`byteorder` is neither little nor big",
+                    ))
+                }
             },
             None => false, // written by torch < 1.10: always little-endian hosts
         };
@@ -177,7 +198,10 @@ impl PtCheckpoint {
             })?;
             let raw = materialize(&t, entry, &bytes, big_endian, path, &name)?;
             if tensors.insert(name.clone(), raw).is_some() {
-                return Err(Error::checkpoint(path.to_string(), format!("tensor `{name}` appears twice")));
+                return Err(Error::checkpoint(
+                    path.to_string(),
+                    format!("tensor `{name}` appears twice"),
+                ));
             }
         }
         Ok(PtCheckpoint {
@@ -209,7 +233,10 @@ impl PtCheckpoint {
             let shard = Self::open_file(&dir.join(&name))?;
             for (k, v) in shard.tensors {
                 if all.tensors.insert(k.clone(), v).is_some() {
-                    return Err(Error::checkpoint(shown, format!("tensor `{k}` appears in two shards")));
+                    return Err(Error::checkpoint(
+                        shown,
+                        format!("tensor `{k}` appears in two shards"),
+                    ));
                 }
             }
         }
@@ -254,7 +281,11 @@ impl TensorSource for PtCheckpoint {
             name: name.to_string(),
             message: "missing from the checkpoint".to_string(),
         })?;
-        Ok(RawTensor::owned(t.dtype, t.shape.clone(), t.bytes().to_vec()))
+        Ok(RawTensor::owned(
+            t.dtype,
+            t.shape.clone(),
+            t.bytes().to_vec(),
+        ))
     }
 }
 
@@ -273,7 +304,10 @@ mod tests {
     fn gather_transposes() {
         // storage [0 1 2 3 4 5] as 2x3, viewed transposed (3x2, strides (1, 3)).
         let all: Vec<u8> = (0u8..6).collect();
-        assert_eq!(gather(&all, 0, &[3, 2], &[1, 3], 1, 6), vec![0, 3, 1, 4, 2, 5]);
+        assert_eq!(
+            gather(&all, 0, &[3, 2], &[1, 3], 1, 6),
+            vec![0, 3, 1, 4, 2, 5]
+        );
     }
 
     #[test]
@@ -295,6 +329,14 @@ mod tests {
             shape: vec![usize::MAX, 2],
             ..t
         };
-        assert!(materialize(&huge, ZipEntry { start: 0, len: 16 }, &bytes, false, "f", "w").is_err());
+        assert!(materialize(
+            &huge,
+            ZipEntry { start: 0, len: 16 },
+            &bytes,
+            false,
+            "f",
+            "w"
+        )
+        .is_err());
     }
 }

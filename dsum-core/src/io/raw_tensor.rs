@@ -29,7 +29,13 @@ pub struct RawTensor {
 
 impl RawTensor {
     /// Bytes `start..start+len` of `bytes`; the caller has checked the range and the length.
-    pub(crate) fn shared(dtype: Dtype, shape: Vec<usize>, bytes: SharedBytes, start: usize, len: usize) -> Self {
+    pub(crate) fn shared(
+        dtype: Dtype,
+        shape: Vec<usize>,
+        bytes: SharedBytes,
+        start: usize,
+        len: usize,
+    ) -> Self {
         RawTensor {
             dtype,
             shape,
@@ -69,7 +75,9 @@ impl RawTensor {
                 return Err(Error::Tensor {
                     path: path.to_string(),
                     name: name.to_string(),
-                    message: format!("dtype {other:?} is not supported (expected F32, F16 or BF16)"),
+                    message: format!(
+                        "dtype {other:?} is not supported (expected F32, F16 or BF16)"
+                    ),
                 })
             }
         };

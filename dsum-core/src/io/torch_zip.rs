@@ -28,13 +28,19 @@ pub struct ZipIndex {
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at.checked_add(2)?)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 /// True when `bytes` start like a zip file (a local header).
@@ -135,12 +141,13 @@ impl ZipIndex {
                 return Err(bad("entry does not point at a local header"));
             }
             let lname = usize::from(u16_at(bytes, local + 26).ok_or_else(|| bad("short header"))?);
-            let lextra =
-                usize::from(u16_at(bytes, local + 28).ok_or_else(|| bad("short header"))?);
+            let lextra = usize::from(u16_at(bytes, local + 28).ok_or_else(|| bad("short header"))?);
             let start = local + 30 + lname + lextra;
             let len = usize_of(csize)?;
             if start.checked_add(len).is_none_or(|e| e > bytes.len()) {
-                return Err(bad(&format!("entry `{name}` extends past the end of the file")));
+                return Err(bad(&format!(
+                    "entry `{name}` extends past the end of the file"
+                )));
             }
             entries.insert(name, ZipEntry { start, len });
         }

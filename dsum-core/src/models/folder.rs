@@ -31,7 +31,8 @@ fn read(path: &Path) -> Result<String> {
 /// restricted unpickler.
 fn open_weights(dir: &Path) -> Result<Checkpoint> {
     use crate::io::pytorch::{has_pytorch_weights, PtCheckpoint};
-    let st = dir.join("model.safetensors").is_file() || dir.join("model.safetensors.index.json").is_file();
+    let st = dir.join("model.safetensors").is_file()
+        || dir.join("model.safetensors.index.json").is_file();
     if !st && has_pytorch_weights(dir) {
         return PtCheckpoint::open_dir(dir)?.into_checkpoint();
     }
