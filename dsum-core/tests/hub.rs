@@ -48,6 +48,8 @@ fn is_lfs(name: &str) -> bool {
 struct Log {
     /// (method, path, Range header)
     requests: Vec<(String, String, Option<String>)>,
+    /// Paths requested with `Authorization: Bearer secret`.
+    authorized: Vec<String>,
 }
 
 struct Server {
@@ -123,6 +125,7 @@ fn serve(
         parts.next().unwrap_or("").to_string(),
     );
     let mut range = None;
+    let mut auth = false;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
@@ -132,12 +135,18 @@ fn serve(
             if k.eq_ignore_ascii_case("range") {
                 range = Some(v.trim().to_string());
             }
+            if k.eq_ignore_ascii_case("authorization") && v.trim() == "Bearer secret" {
+                auth = true;
+            }
         }
     }
-    log.lock()
-        .unwrap()
-        .requests
+    let mut l = log.lock().unwrap();
+    l.requests
         .push((method.clone(), path.clone(), range.clone()));
+    if auth {
+        l.authorized.push(path.clone());
+    }
+    drop(l);
     let prefix = format!("/{REPO}/resolve/");
     let (file, cdn) = if let Some(rest) = path.strip_prefix(&prefix) {
         let (rev, file) = rest.split_once('/').unwrap_or(("", ""));
@@ -221,8 +230,15 @@ fn download_fills_the_python_layout_then_reuses_it() {
     let files = qwen2_files();
     let server = Server::start(files.clone(), None);
     let cache_dir = tempfile::tempdir().unwrap();
-    let client = HubClient::new(HubCache::new(cache_dir.path()), &server.endpoint(), None);
+    let client = HubClient::new(
+        HubCache::new(cache_dir.path()),
+        &server.endpoint(),
+        Some("secret".into()),
+    );
     let dir = client.resolve_model(&repo(), &NoProgress).unwrap();
+    // HF_TOKEN reaches the endpoint (other origins are covered by a unit test in download.rs).
+    let authorized = server.log.lock().unwrap().authorized.clone();
+    assert!(authorized.iter().any(|p| p.ends_with("/config.json")));
 
     let repo_dir = cache_dir.path().join("models--dsum-test--tiny-qwen2");
     assert_eq!(dir, repo_dir.join("snapshots").join(COMMIT));

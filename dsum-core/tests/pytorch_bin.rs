@@ -184,3 +184,23 @@ fn truncated_files_are_errors_not_panics() {
         let _ = PtCheckpoint::from_bytes("flip.bin", std::sync::Arc::new(b));
     }
 }
+
+proptest::proptest! {
+    /// Arbitrary bytes as a pickle or as a `.bin` file: an error, never a panic.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+        let _ = dsum_core::io::pickle::unpickle(&bytes, "fuzz.pkl");
+        let _ = PtCheckpoint::from_bytes("fuzz.bin", std::sync::Arc::new(bytes));
+    }
+
+    /// A real checkpoint with a few bytes overwritten anywhere: an error or a checkpoint.
+    #[test]
+    fn mutated_checkpoints_never_panic(edits in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..8)) {
+        let mut b = std::fs::read(bin("views.bin")).unwrap();
+        for (at, v) in edits {
+            let n = b.len();
+            b[at % n] = v;
+        }
+        let _ = PtCheckpoint::from_bytes("mutated.bin", std::sync::Arc::new(b));
+    }
+}

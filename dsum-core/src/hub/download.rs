@@ -80,9 +80,19 @@ impl HubClient {
         let token = std::env::var("HF_TOKEN")
             .ok()
             .or_else(|| {
+                // HF_HOME, else `$XDG_CACHE_HOME/huggingface` or `~/.cache/huggingface`, as Python.
                 let home = std::env::var_os("HF_HOME")
+                    .filter(|p| !p.is_empty())
                     .map(PathBuf::from)
-                    .or_else(|| cache.root.parent().map(Path::to_path_buf))?;
+                    .or_else(|| {
+                        let cache = std::env::var_os("XDG_CACHE_HOME")
+                            .filter(|p| !p.is_empty())
+                            .map(PathBuf::from)
+                            .or_else(|| {
+                                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"))
+                            })?;
+                        Some(cache.join("huggingface"))
+                    })?;
                 std::fs::read_to_string(home.join("token")).ok()
             })
             .map(|t| t.trim().to_string())
@@ -110,7 +120,7 @@ impl HubClient {
     fn with_token(&self, req: ureq::Request, url: &str) -> ureq::Request {
         match &self.token {
             // Only to the endpoint itself, never to a CDN it redirects to.
-            Some(t) if url.starts_with(&self.endpoint) => {
+            Some(t) if url.starts_with(&format!("{}/", self.endpoint)) => {
                 req.set("Authorization", &format!("Bearer {t}"))
             }
             _ => req,
@@ -364,5 +374,30 @@ impl HubClient {
             }
         }
         crate::io::atomic::commit(part, blob)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_only_goes_to_the_endpoint() {
+        let c = HubClient::new(
+            HubCache::new("unused"),
+            "http://127.0.0.1:1",
+            Some("t".into()),
+        );
+        let auth = |url: &str| {
+            c.with_token(c.agent.get(url), url)
+                .header("Authorization")
+                .map(str::to_string)
+        };
+        assert_eq!(
+            auth("http://127.0.0.1:1/org/name/resolve/main/config.json").as_deref(),
+            Some("Bearer t")
+        );
+        assert_eq!(auth("http://127.0.0.1:2/cdn/blob"), None);
+        assert_eq!(auth("http://127.0.0.1:10/x"), None);
     }
 }
