@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::string::{String, ToString};
-use std::sync::Arc;
 use std::vec::Vec;
 
 use safetensors::tensor::{Dtype, SafeTensors};
@@ -290,11 +289,11 @@ pub fn read_shared(path: &std::path::Path) -> Result<SharedBytes> {
         // SAFETY: the map is read-only; a concurrent writer truncating the file could fault,
         // the same contract as every mmap-based loader (safetensors, candle, llama.cpp).
         let m = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(p, e))?;
-        Ok(Arc::new(m))
+        Ok(std::sync::Arc::new(m))
     }
     #[cfg(not(feature = "mmap"))]
     {
         let v = std::fs::read(path).map_err(|e| Error::io(p, e))?;
-        Ok(Arc::new(v))
+        Ok(std::sync::Arc::new(v))
     }
 }
