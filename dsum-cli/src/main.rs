@@ -5,7 +5,7 @@ mod cmd;
 
 use argh::FromArgs;
 
-/// dsum: Korean dialogue summarization — summarize, generate, score, screen, morphs.
+/// dsum: Korean dialogue summarization — summarize, generate, score, screen, morphs, convert.
 #[derive(FromArgs)]
 struct Cli {
     #[argh(subcommand)]
@@ -20,6 +20,7 @@ enum Verb {
     Score(cmd::score::ScoreArgs),
     Screen(cmd::screen::ScreenArgs),
     Morphs(cmd::morphs::MorphsArgs),
+    Convert(cmd::convert::ConvertArgs),
 }
 
 fn main() {
@@ -30,6 +31,7 @@ fn main() {
         Verb::Score(a) => cmd::score::run(a),
         Verb::Screen(a) => cmd::screen::run(a),
         Verb::Morphs(a) => cmd::morphs::run(a),
+        Verb::Convert(a) => cmd::convert::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

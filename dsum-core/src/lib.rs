@@ -8,6 +8,8 @@
 pub mod chat;
 pub mod error;
 pub mod generation;
+#[cfg(feature = "hub")]
+pub mod hub;
 pub mod io;
 pub mod mecab;
 pub mod models;

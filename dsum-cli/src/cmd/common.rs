@@ -1,12 +1,14 @@
 //! Pieces shared by the verbs: model loading, threads, progress, Ctrl-C.
 
-use std::path::Path;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use dsum_core::generation::scripts::{blocked_tokens, ScriptSet};
 use dsum_core::generation::GenerationConfig;
+use dsum_core::hub::{resolve_model, NoProgress, Progress};
 use dsum_core::models::{LoadedModel, Model};
 use dsum_core::prompt::{
     PromptBuilder, DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, ENGLISH_SYSTEM_PROMPT,
@@ -15,8 +17,53 @@ use dsum_core::prompt::{
 
 use super::gen_flags::PromptFlags;
 
-pub fn load_model(dir: &Path) -> Result<LoadedModel> {
-    LoadedModel::load(dir).with_context(|| format!("cannot load the model in {}", dir.display()))
+/// Load `--model`: a folder, or a Hub repo id `org/name[@revision]` resolved in the Hugging
+/// Face cache (downloaded when missing).
+pub fn load_model(arg: &Path) -> Result<LoadedModel> {
+    let dir = resolve_model_arg(arg, false)?;
+    LoadedModel::load(&dir).with_context(|| format!("cannot load the model in {}", dir.display()))
+}
+
+/// A local folder wins; otherwise a repo id from the Hub cache, downloading what is missing.
+pub fn resolve_model_arg(arg: &Path, quiet: bool) -> Result<PathBuf> {
+    if arg.is_dir() {
+        return Ok(arg.to_path_buf());
+    }
+    let text = arg.to_string_lossy();
+    let progress: Box<dyn Progress> = if quiet {
+        Box::new(NoProgress)
+    } else {
+        Box::new(DownloadBar::default())
+    };
+    resolve_model(&text, &*progress).with_context(|| format!("cannot find the model `{text}`"))
+}
+
+/// One indicatif bar per downloaded file, on stderr.
+#[derive(Default)]
+struct DownloadBar(RefCell<Option<indicatif::ProgressBar>>);
+
+impl Progress for DownloadBar {
+    fn start(&self, file: &str, total: u64, done: u64) {
+        let pb = indicatif::ProgressBar::new(total);
+        pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        let style = indicatif::ProgressStyle::with_template(&format!(
+            "{file} {{bar:30}} {{bytes}}/{{total_bytes}}  {{bytes_per_sec}}  ETA {{eta}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        pb.set_style(style);
+        pb.set_position(done);
+        *self.0.borrow_mut() = Some(pb);
+    }
+    fn advance(&self, bytes: u64) {
+        if let Some(pb) = &*self.0.borrow() {
+            pb.inc(bytes);
+        }
+    }
+    fn finish(&self) {
+        if let Some(pb) = self.0.borrow_mut().take() {
+            pb.finish();
+        }
+    }
 }
 
 /// The model's generation defaults with the CLI kwargs applied.

@@ -24,7 +24,7 @@ with_generation_flags! {
     #[derive(FromArgs)]
     #[argh(subcommand, name = "generate")]
     pub struct GenerateArgs {
-        /// model folder
+        /// model folder, or Hub repo id `org/name[@revision]` (Hugging Face cache)
         #[argh(option)]
         pub model: PathBuf,
         /// input JSONL: one {"text": ...} or {"input_ids": [...]} per line

@@ -1,6 +1,7 @@
 //! One module per verb.
 
 pub mod common;
+pub mod convert;
 pub mod gen_flags;
 pub mod generate;
 pub mod morphs;

@@ -30,7 +30,7 @@ with_generation_flags! {
         /// a TOML screen config (see configs/screen.toml); flags given here override it
         #[argh(option)]
         pub config: Option<PathBuf>,
-        /// model folders or .gguf files, comma separated (added to the config's models)
+        /// model folders, .gguf files or Hub repo ids (`org/name[@revision]`), comma separated (added to the config's models)
         #[argh(option)]
         pub models: Option<String>,
         /// dev CSV with fname, dialogue and summary columns

@@ -26,7 +26,8 @@ with_generation_flags! {
     #[derive(FromArgs)]
     #[argh(subcommand, name = "summarize")]
     pub struct SummarizeArgs {
-        /// model folder (config.json, tokenizer.json, safetensors weights)
+        /// model folder (config.json, tokenizer.json, safetensors or pytorch_model.bin weights),
+        /// or Hub repo id `org/name[@revision]` (Hugging Face cache, downloaded if missing)
         #[argh(option)]
         pub model: PathBuf,
         /// input CSV with columns fname and dialogue

@@ -8,6 +8,7 @@ use std::vec::Vec;
 
 use safetensors::tensor::{Dtype, SafeTensors};
 
+use super::raw_tensor::{RawTensor, TensorSource};
 use crate::error::{Error, Result};
 use crate::tensor::{SharedBytes, Weight};
 
@@ -95,39 +96,7 @@ impl Checkpoint {
         let index = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
         let names: Vec<String> = if index.is_file() {
-            let text = std::fs::read_to_string(&index)
-                .map_err(|e| Error::io(index.display().to_string(), e))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                Error::config(index.display().to_string(), format!("invalid JSON: {e}"))
-            })?;
-            let map = v
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| {
-                    Error::config(
-                        index.display().to_string(),
-                        "missing the `weight_map` object",
-                    )
-                })?;
-            let mut files: Vec<String> = Vec::new();
-            for f in map.values() {
-                let f = f.as_str().ok_or_else(|| {
-                    Error::config(
-                        index.display().to_string(),
-                        "`weight_map` values must be file names",
-                    )
-                })?;
-                if f.contains('/') || f.contains('\\') || f.contains("..") {
-                    return Err(Error::config(
-                        index.display().to_string(),
-                        format!("shard name `{f}` is not a plain file name"),
-                    ));
-                }
-                if !files.iter().any(|x| x == f) {
-                    files.push(f.to_string());
-                }
-            }
-            files
+            shard_names(&index)?
         } else if single.is_file() {
             vec!["model.safetensors".to_string()]
         } else {
@@ -239,6 +208,74 @@ impl Checkpoint {
                 .collect(),
         };
         Ok(Weight::from_vec(shape.to_vec(), data))
+    }
+}
+
+/// The distinct shard files of a `*.index.json` (`weight_map` values), in first-seen order.
+#[cfg(feature = "std")]
+pub(crate) fn shard_names(index: &std::path::Path) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(index).map_err(|e| Error::io(index.display().to_string(), e))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::config(index.display().to_string(), format!("invalid JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| {
+            Error::config(
+                index.display().to_string(),
+                "missing the `weight_map` object",
+            )
+        })?;
+    let mut files: Vec<String> = Vec::new();
+    for f in map.values() {
+        let f = f.as_str().ok_or_else(|| {
+            Error::config(
+                index.display().to_string(),
+                "`weight_map` values must be file names",
+            )
+        })?;
+        if f.contains('/') || f.contains('\\') || f.contains("..") {
+            return Err(Error::config(
+                index.display().to_string(),
+                format!("shard name `{f}` is not a plain file name"),
+            ));
+        }
+        if !files.iter().any(|x| x == f) {
+            files.push(f.to_string());
+        }
+    }
+    Ok(files)
+}
+
+/// Conversion reads safetensors entries in their stored dtype (bit-exact) and tensors that
+/// another reader decoded (GGUF...) as the f32 values the models would use.
+impl TensorSource for Checkpoint {
+    fn source_path(&self) -> String {
+        self.path().to_string()
+    }
+    fn tensor_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.names().map(|s| s.to_string()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+    fn raw_tensor(&self, name: &str) -> Result<RawTensor> {
+        if let Some(e) = self.tensors.get(name) {
+            let bytes = &self.files[e.file].1;
+            return Ok(RawTensor::owned(
+                e.dtype,
+                e.shape.clone(),
+                (**bytes).as_ref()[e.start..e.end].to_vec(),
+            ));
+        }
+        let shape = self.shape(name).map(|s| s.to_vec()).unwrap_or_default();
+        let w = self.get(name, &shape)?;
+        Ok(RawTensor::owned(
+            Dtype::F32,
+            shape,
+            w.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ))
     }
 }
 

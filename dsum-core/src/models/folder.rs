@@ -27,6 +27,18 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))
 }
 
+/// safetensors first; a folder with only `pytorch_model.bin` (+ index) goes through the
+/// restricted unpickler.
+fn open_weights(dir: &Path) -> Result<Checkpoint> {
+    use crate::io::pytorch::{has_pytorch_weights, PtCheckpoint};
+    let st = dir.join("model.safetensors").is_file()
+        || dir.join("model.safetensors.index.json").is_file();
+    if !st && has_pytorch_weights(dir) {
+        return PtCheckpoint::open_dir(dir)?.into_checkpoint();
+    }
+    Checkpoint::open_dir(dir)
+}
+
 impl LoadedModel {
     /// Load a model folder, or a `.gguf` file (see [`LoadedModel::load_gguf`]).
     pub fn load(dir: &Path) -> Result<Self> {
@@ -70,12 +82,12 @@ impl LoadedModel {
         let model = match model_type {
             "bart" => {
                 let config = BartConfig::from_json(&cfg_text, &cfg_str)?;
-                let ck = Checkpoint::open_dir(dir)?;
+                let ck = open_weights(dir)?;
                 Model::Bart(Box::new(Bart::load(config, &ck)?))
             }
             "llama" | "mistral" | "qwen2" | "qwen3" => {
                 let config = LlamaConfig::from_json(&cfg_text, &cfg_str)?;
-                let ck = Checkpoint::open_dir(dir)?;
+                let ck = open_weights(dir)?;
                 Model::Llama(Box::new(Llama::load(config, &ck)?))
             }
             "" => return Err(Error::config(cfg_str, "missing `model_type`")),
