@@ -168,6 +168,11 @@ fn gemv_block(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { gemv_block_avx512(buf, inp, weight, m, k, j0, j1) };
+            return;
+        }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             unsafe { gemv_block_avx2(buf, inp, weight, m, k, j0, j1) };
@@ -239,6 +244,65 @@ unsafe fn gemv_block_avx2(
                 for t in 0..nj {
                     let mut s = hsum(acc[a][t]);
                     for q in k8..k {
+                        s = x[a][q].mul_add(w[t][q], s);
+                    }
+                    buf[(j + t - j0) * m + i + a] = s;
+                }
+            }
+            i += MI;
+        }
+        j += NJ;
+    }
+}
+
+/// The AVX-512 variant of `gemv_block_avx2`: 4 weight rows × 4 input rows of 16 lanes
+/// (16 accumulators + 5 operands of the 32 zmm registers).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gemv_block_avx512(
+    buf: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    m: usize,
+    k: usize,
+    j0: usize,
+    j1: usize,
+) {
+    use std::arch::x86_64::*;
+    const NJ: usize = 4;
+    const MI: usize = 4;
+    let k16 = k / 16 * 16;
+    let mut j = j0;
+    while j < j1 {
+        let nj = NJ.min(j1 - j);
+        let w: [&[f32]; NJ] = core::array::from_fn(|t| {
+            let r = j + t.min(nj - 1);
+            &weight[r * k..(r + 1) * k]
+        });
+        let mut i = 0;
+        while i < m {
+            let mi = MI.min(m - i);
+            let x: [&[f32]; MI] = core::array::from_fn(|t| {
+                let r = i + t.min(mi - 1);
+                &inp[r * k..(r + 1) * k]
+            });
+            let mut acc = [[_mm512_setzero_ps(); NJ]; MI];
+            let mut p = 0;
+            while p < k16 {
+                let wv: [__m512; NJ] =
+                    core::array::from_fn(|t| _mm512_loadu_ps(w[t].as_ptr().add(p)));
+                for a in 0..MI {
+                    let xv = _mm512_loadu_ps(x[a].as_ptr().add(p));
+                    for t in 0..NJ {
+                        acc[a][t] = _mm512_fmadd_ps(xv, wv[t], acc[a][t]);
+                    }
+                }
+                p += 16;
+            }
+            for a in 0..mi {
+                for t in 0..nj {
+                    let mut s = _mm512_reduce_add_ps(acc[a][t]);
+                    for q in k16..k {
                         s = x[a][q].mul_add(w[t][q], s);
                     }
                     buf[(j + t - j0) * m + i + a] = s;

@@ -1,5 +1,24 @@
 //! Softmax and log-softmax over a row, max-subtracted for stability.
 
+/// exp(x) for softmax: Cephes-style range reduction (x = n·ln2 + r) and a degree-6
+/// polynomial, branch-free so loops over it vectorize; relative error ~2e-7 (1-2 ulp), far
+/// below the rounding of the sums it feeds. Inputs below -87.3 give exp(-87.3) ~ 1e-38.
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    let x = x.clamp(-87.3, 88.7);
+    let n = (x * core::f32::consts::LOG2_E).round();
+    // Two-part ln2 keeps r exact.
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = 1.987_569_1e-4_f32;
+    let p = p.mul_add(r, 1.398_199_9e-3);
+    let p = p.mul_add(r, 8.333_452e-3);
+    let p = p.mul_add(r, 4.166_579_6e-2);
+    let p = p.mul_add(r, 1.666_666_5e-1);
+    let p = p.mul_add(r, 5e-1);
+    let p = p * r * r + r + 1.0;
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
 pub fn softmax_inplace(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
@@ -9,7 +28,11 @@ pub fn softmax_inplace(x: &mut [f32]) {
     }
     let mut sum = 0f32;
     for v in x.iter_mut() {
-        *v = libm::expf(*v - max);
+        *v = if *v == f32::NEG_INFINITY {
+            0.0
+        } else {
+            exp_fast(*v - max)
+        };
         sum += *v;
     }
     let inv = 1.0 / sum;
@@ -19,7 +42,32 @@ pub fn softmax_inplace(x: &mut [f32]) {
 /// log_softmax in place; the normalizer is summed in f64 to stay close to PyTorch's.
 pub fn log_softmax_inplace(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = x.iter().map(|&v| libm::expf(v - max) as f64).sum();
+    let sum: f64 = x
+        .iter()
+        .map(|&v| {
+            if v == f32::NEG_INFINITY {
+                0.0
+            } else {
+                exp_fast(v - max) as f64
+            }
+        })
+        .sum();
     let lse = max + sum.ln() as f32;
     x.iter_mut().for_each(|v| *v -= lse);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exp_fast;
+
+    #[test]
+    fn exp_fast_is_within_2e7_relative() {
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (a, b) = (exp_fast(x) as f64, (x as f64).exp());
+            assert!(((a - b) / b).abs() < 2.5e-7, "{x}: {a} vs {b}");
+            x += 0.0137;
+        }
+        assert!(exp_fast(-200.0) < 1e-37);
+    }
 }
