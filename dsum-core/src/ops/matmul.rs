@@ -187,132 +187,101 @@ fn gemv_block(
     }
 }
 
-/// Register-blocked kernel: 3 weight rows × 4 input rows per pass, so every weight vector
-/// loaded from memory feeds 4 FMAs and every input vector 3 (12 accumulators + 4 operands
-/// fill the 16 ymm registers).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gemv_block_avx2(
-    buf: &mut [f32],
-    inp: &[f32],
-    weight: &[f32],
-    m: usize,
-    k: usize,
-    j0: usize,
-    j1: usize,
-) {
-    use std::arch::x86_64::*;
-    const NJ: usize = 3;
-    const MI: usize = 4;
-    let k8 = k / 8 * 8;
-    let hsum = |v: __m256| -> f32 {
-        let lo = _mm256_castps256_ps128(v);
-        let hi = _mm256_extractf128_ps(v, 1);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    };
-    let mut j = j0;
-    while j < j1 {
-        let nj = NJ.min(j1 - j);
-        let w: [&[f32]; NJ] = core::array::from_fn(|t| {
-            let r = j + t.min(nj - 1);
-            &weight[r * k..(r + 1) * k]
-        });
-        let mut i = 0;
-        while i < m {
-            let mi = MI.min(m - i);
-            let x: [&[f32]; MI] = core::array::from_fn(|t| {
-                let r = i + t.min(mi - 1);
-                &inp[r * k..(r + 1) * k]
-            });
-            let mut acc = [[_mm256_setzero_ps(); NJ]; MI];
-            let mut p = 0;
-            while p < k8 {
-                let wv: [__m256; NJ] =
-                    core::array::from_fn(|t| _mm256_loadu_ps(w[t].as_ptr().add(p)));
-                for a in 0..MI {
-                    let xv = _mm256_loadu_ps(x[a].as_ptr().add(p));
-                    for t in 0..NJ {
-                        acc[a][t] = _mm256_fmadd_ps(xv, wv[t], acc[a][t]);
+/// Register-blocked GEMV kernels: NJ weight rows × MI=4 input rows per pass, so every weight
+/// vector loaded from memory feeds 4 FMAs and every input vector NJ. AVX2: 3 × 4 accumulators
+/// + 4 operands fill the 16 ymm registers; AVX-512: 4 × 4 + 5 of the 32 zmm registers.
+macro_rules! gemv_kernel {
+    ($name:ident, $feature:literal, $lanes:expr, $nj:expr, $vec:ty, $zero:ident, $load:ident, $fma:ident, $hsum:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $name(
+            buf: &mut [f32],
+            inp: &[f32],
+            weight: &[f32],
+            m: usize,
+            k: usize,
+            j0: usize,
+            j1: usize,
+        ) {
+            use std::arch::x86_64::*;
+            const NJ: usize = $nj;
+            const MI: usize = 4;
+            let kv = k / $lanes * $lanes;
+            let mut j = j0;
+            while j < j1 {
+                let nj = NJ.min(j1 - j);
+                // Rows past the end repeat the last one; their results are not stored.
+                let w: [&[f32]; NJ] = core::array::from_fn(|t| {
+                    let r = j + t.min(nj - 1);
+                    &weight[r * k..(r + 1) * k]
+                });
+                let mut i = 0;
+                while i < m {
+                    let mi = MI.min(m - i);
+                    let x: [&[f32]; MI] = core::array::from_fn(|t| {
+                        let r = i + t.min(mi - 1);
+                        &inp[r * k..(r + 1) * k]
+                    });
+                    let mut acc: [[$vec; NJ]; MI] = [[$zero(); NJ]; MI];
+                    let mut p = 0;
+                    while p < kv {
+                        let wv: [$vec; NJ] = core::array::from_fn(|t| $load(w[t].as_ptr().add(p)));
+                        for a in 0..MI {
+                            let xv = $load(x[a].as_ptr().add(p));
+                            for t in 0..NJ {
+                                acc[a][t] = $fma(xv, wv[t], acc[a][t]);
+                            }
+                        }
+                        p += $lanes;
                     }
-                }
-                p += 8;
-            }
-            for a in 0..mi {
-                for t in 0..nj {
-                    let mut s = hsum(acc[a][t]);
-                    for q in k8..k {
-                        s = x[a][q].mul_add(w[t][q], s);
+                    for a in 0..mi {
+                        for t in 0..nj {
+                            let mut s = $hsum(acc[a][t]);
+                            for q in kv..k {
+                                s = x[a][q].mul_add(w[t][q], s);
+                            }
+                            buf[(j + t - j0) * m + i + a] = s;
+                        }
                     }
-                    buf[(j + t - j0) * m + i + a] = s;
+                    i += MI;
                 }
+                j += NJ;
             }
-            i += MI;
         }
-        j += NJ;
-    }
+    };
 }
 
-/// The AVX-512 variant of `gemv_block_avx2`: 4 weight rows × 4 input rows of 16 lanes
-/// (16 accumulators + 5 operands of the 32 zmm registers).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn gemv_block_avx512(
-    buf: &mut [f32],
-    inp: &[f32],
-    weight: &[f32],
-    m: usize,
-    k: usize,
-    j0: usize,
-    j1: usize,
-) {
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
     use std::arch::x86_64::*;
-    const NJ: usize = 4;
-    const MI: usize = 4;
-    let k16 = k / 16 * 16;
-    let mut j = j0;
-    while j < j1 {
-        let nj = NJ.min(j1 - j);
-        let w: [&[f32]; NJ] = core::array::from_fn(|t| {
-            let r = j + t.min(nj - 1);
-            &weight[r * k..(r + 1) * k]
-        });
-        let mut i = 0;
-        while i < m {
-            let mi = MI.min(m - i);
-            let x: [&[f32]; MI] = core::array::from_fn(|t| {
-                let r = i + t.min(mi - 1);
-                &inp[r * k..(r + 1) * k]
-            });
-            let mut acc = [[_mm512_setzero_ps(); NJ]; MI];
-            let mut p = 0;
-            while p < k16 {
-                let wv: [__m512; NJ] =
-                    core::array::from_fn(|t| _mm512_loadu_ps(w[t].as_ptr().add(p)));
-                for a in 0..MI {
-                    let xv = _mm512_loadu_ps(x[a].as_ptr().add(p));
-                    for t in 0..NJ {
-                        acc[a][t] = _mm512_fmadd_ps(xv, wv[t], acc[a][t]);
-                    }
-                }
-                p += 16;
-            }
-            for a in 0..mi {
-                for t in 0..nj {
-                    let mut s = _mm512_reduce_add_ps(acc[a][t]);
-                    for q in k16..k {
-                        s = x[a][q].mul_add(w[t][q], s);
-                    }
-                    buf[(j + t - j0) * m + i + a] = s;
-                }
-            }
-            i += MI;
-        }
-        j += NJ;
-    }
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
 }
+
+gemv_kernel!(
+    gemv_block_avx2,
+    "avx2,fma",
+    8,
+    3,
+    __m256,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_fmadd_ps,
+    hsum256
+);
+gemv_kernel!(
+    gemv_block_avx512,
+    "avx512f",
+    16,
+    4,
+    __m512,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_fmadd_ps,
+    _mm512_reduce_add_ps
+);
 
 /// Dot product with 16 independent accumulators so the compiler can vectorize it.
 #[inline]
@@ -366,6 +335,51 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Every kernel this CPU can run, not only the one `linear_forward` picks.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn each_simd_kernel_matches_naive() {
+        for (m, k, n) in [
+            (1, 7, 5),
+            (4, 16, 9),
+            (5, 37, 13),
+            (11, 64, 7),
+            (16, 129, 10),
+        ] {
+            let inp: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7919 % 101) as f32 - 50.0) / 37.0)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 104729 % 97) as f32 - 48.0) / 41.0)
+                .collect();
+            let mut want = vec![0f32; m * n];
+            linear_naive(&mut want, &inp, &w, None, m, k, n);
+            let check = |buf: &[f32], what: &str| {
+                for j in 0..n {
+                    for i in 0..m {
+                        let (g, e) = (buf[j * m + i], want[i * n + j]);
+                        assert!(
+                            (g - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                            "{what} {m}x{k}x{n}: {g} vs {e}"
+                        );
+                    }
+                }
+            };
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                let mut buf = vec![0f32; n * m];
+                // SAFETY: feature checked above.
+                unsafe { gemv_block_avx2(&mut buf, &inp, &w, m, k, 0, n) };
+                check(&buf, "avx2");
+            }
+            if std::is_x86_feature_detected!("avx512f") {
+                let mut buf = vec![0f32; n * m];
+                // SAFETY: feature checked above.
+                unsafe { gemv_block_avx512(&mut buf, &inp, &w, m, k, 0, n) };
+                check(&buf, "avx512");
+            }
+        }
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
