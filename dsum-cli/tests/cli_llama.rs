@@ -90,3 +90,28 @@ fn summarize_with_a_causal_lm_blocks_scripts_and_writes_every_row() {
         );
     }
 }
+
+#[test]
+fn a_gguf_file_is_a_model_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"hello\"}]}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.jsonl");
+    let o = Command::new(env!("CARGO_BIN_EXE_dsum-cli"))
+        .args(["generate", "--quiet", "--max-new-tokens", "3", "--model"])
+        .arg(root().join("tests/fixtures/gguf/tiny-qwen2.gguf"))
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line: Value = serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap();
+    assert!(line["prompt"].as_str().unwrap().contains("hello"), "{line}");
+    assert_eq!(line["sequences"][0].as_array().unwrap().len(), 3);
+}

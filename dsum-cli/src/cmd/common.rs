@@ -26,7 +26,8 @@ pub fn load_model(arg: &Path) -> Result<LoadedModel> {
 
 /// A local folder wins; otherwise a repo id from the Hub cache, downloading what is missing.
 pub fn resolve_model_arg(arg: &Path, quiet: bool) -> Result<PathBuf> {
-    if arg.is_dir() {
+    // A local folder or file (a .gguf) always wins over a Hub repo id.
+    if arg.is_dir() || arg.is_file() {
         return Ok(arg.to_path_buf());
     }
     let text = arg.to_string_lossy();
