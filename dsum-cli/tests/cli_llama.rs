@@ -115,3 +115,43 @@ fn a_gguf_file_is_a_model_argument() {
     assert!(line["prompt"].as_str().unwrap().contains("hello"), "{line}");
     assert_eq!(line["sequences"][0].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn a_model_without_chat_template_is_a_clear_error_unless_plain_prompts_are_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("model");
+    std::fs::create_dir(&m).unwrap();
+    let src = root().join("tests/fixtures/llama/models/qwen2");
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, m.join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg = m.join("tokenizer_config.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("chat_template");
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let out = dir.path().join("sub.csv");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dsum-cli"))
+            .args(["summarize", "--quiet", "--max-new-tokens", "2", "--model"])
+            .arg(&m)
+            .arg("--input")
+            .arg(root().join("tests/fixtures/data/dialogues.csv"))
+            .arg("--output")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("no chat template")
+            && err.contains("--no-chat-template"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let o = run(&["--no-chat-template"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

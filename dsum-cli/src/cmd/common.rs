@@ -135,8 +135,9 @@ pub fn prompt_builder(model: &LoadedModel, flags: &PromptFlags) -> Result<Option
         kwargs,
     )?;
     if !b.has_chat_template() && !flags.no_chat_template {
-        eprintln!(
-            "warning: {} has no chat template; using a plain-text prompt",
+        anyhow::bail!(
+            "{} has no chat template (no `chat_template` in tokenizer_config.json or the GGUF \
+             metadata); pass --no-chat-template to use a plain-text prompt",
             model.dir.display()
         );
     }
