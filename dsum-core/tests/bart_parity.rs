@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::{flat_f64, ids, tol};
+use common::{flat_f64, ids, tol, Models};
 use dsum_core::generation::GenerationConfig;
 use dsum_core::models::bart::EncoderBatch;
 use dsum_core::models::{LoadedModel, Model};
@@ -17,17 +15,6 @@ fn fixtures() -> std::path::PathBuf {
 
 fn load_json(name: &str) -> Value {
     common::load_json("bart", name)
-}
-
-struct Models(HashMap<String, LoadedModel>);
-
-impl Models {
-    fn get(&mut self, name: &str) -> &LoadedModel {
-        self.0.entry(name.to_string()).or_insert_with(|| {
-            LoadedModel::load(&fixtures().join("models").join(name))
-                .unwrap_or_else(|e| panic!("loading {name}: {e}"))
-        })
-    }
 }
 
 fn bart(m: &LoadedModel) -> &dsum_core::models::bart::Bart {
@@ -62,40 +49,19 @@ fn batch(rows: &[Value]) -> EncoderBatch {
 
 #[test]
 fn tokenizer_matches_transformers() {
-    let mut models = Models(HashMap::new());
+    let mut models = Models::new("bart");
     let tok = &models.get("tiny-a").tokenizer;
     let cases = load_json("tokenize_cases.json");
     let cases = cases.as_array().unwrap();
     assert!(cases.len() >= 10);
     for c in cases {
-        let text = c["text"].as_str().unwrap();
-        assert_eq!(
-            tok.encode(text, None).unwrap(),
-            ids(&c["ids"]),
-            "ids of {text:?}"
-        );
-        assert_eq!(
-            tok.encode(text, Some(16)).unwrap(),
-            ids(&c["ids_trunc16"]),
-            "truncated ids of {text:?}"
-        );
-        let enc = ids(&c["ids"]);
-        assert_eq!(
-            tok.decode(&enc, true).unwrap(),
-            c["decoded"].as_str().unwrap(),
-            "decode of {text:?}"
-        );
-        assert_eq!(
-            tok.decode(&enc, false).unwrap(),
-            c["decoded_raw"].as_str().unwrap(),
-            "raw decode of {text:?}"
-        );
+        common::check_tokenize_case(tok, c, 16, "ids_trunc16");
     }
 }
 
 #[test]
 fn logits_match_transformers() {
-    let mut models = Models(HashMap::new());
+    let mut models = Models::new("bart");
     let cases = load_json("logits_cases.json");
     let cases = cases.as_array().unwrap();
     assert!(cases.len() >= 3);
@@ -149,7 +115,7 @@ fn logits_match_transformers() {
 
 #[test]
 fn generation_matches_transformers() {
-    let mut models = Models(HashMap::new());
+    let mut models = Models::new("bart");
     let cases = load_json("generate_cases.json");
     let cases = cases.as_array().unwrap();
     assert!(cases.len() >= 20);

@@ -4,24 +4,11 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::{flat_f64, ids, tol};
+use common::{flat_f64, ids, tol, Models};
 use dsum_core::chat::{ChatTemplate, Message};
 use dsum_core::generation::GenerationConfig;
 use dsum_core::models::llama::Llama;
 use dsum_core::models::{LoadedModel, Model};
-
-struct Models(HashMap<String, LoadedModel>);
-
-impl Models {
-    fn get(&mut self, name: &str) -> &LoadedModel {
-        self.0.entry(name.to_string()).or_insert_with(|| {
-            let dir = common::fixtures("llama").join("models").join(name);
-            LoadedModel::load(&dir).unwrap_or_else(|e| panic!("loading {name}: {e}"))
-        })
-    }
-}
 
 fn llama(m: &LoadedModel) -> &Llama {
     match &m.model {
@@ -32,43 +19,23 @@ fn llama(m: &LoadedModel) -> &Llama {
 
 #[test]
 fn tokenizers_match_transformers() {
-    let mut models = Models(HashMap::new());
+    let mut models = Models::new("llama");
     let cases = common::load_json("llama", "tokenize_cases.json");
     for c in cases.as_array().unwrap() {
         let tok = &models.get(c["tokenizer"].as_str().unwrap()).tokenizer;
         let text = c["text"].as_str().unwrap();
-        assert_eq!(
-            tok.encode(text, None).unwrap(),
-            ids(&c["ids"]),
-            "ids of {text:?}"
-        );
+        common::check_tokenize_case(tok, c, 8, "ids_trunc8");
         assert_eq!(
             tok.encode_plain(text).unwrap(),
             ids(&c["ids_no_special"]),
             "plain ids of {text:?}"
-        );
-        assert_eq!(
-            tok.encode(text, Some(8)).unwrap(),
-            ids(&c["ids_trunc8"]),
-            "truncated ids of {text:?}"
-        );
-        let enc = ids(&c["ids"]);
-        assert_eq!(
-            tok.decode(&enc, true).unwrap(),
-            c["decoded"].as_str().unwrap(),
-            "decode of {text:?}"
-        );
-        assert_eq!(
-            tok.decode(&enc, false).unwrap(),
-            c["decoded_raw"].as_str().unwrap(),
-            "raw decode of {text:?}"
         );
     }
 }
 
 #[test]
 fn chat_templates_render_like_transformers() {
-    let mut models = Models(HashMap::new());
+    let mut models = Models::new("llama");
     let cases = common::load_json("llama", "chat_cases.json");
     let cases = cases.as_array().unwrap();
     assert!(cases.len() >= 10);
@@ -110,7 +77,7 @@ fn chat_templates_render_like_transformers() {
 
 #[test]
 fn logits_match_transformers_with_left_padding() {
-    let mut models = Models(HashMap::new());
+    let mut models = Models::new("llama");
     let cases = common::load_json("llama", "logits_cases.json");
     let cases = cases.as_array().unwrap();
     assert!(cases.len() >= 4);
@@ -150,7 +117,7 @@ fn logits_match_transformers_with_left_padding() {
 
 #[test]
 fn generation_matches_transformers() {
-    let mut models = Models(HashMap::new());
+    let mut models = Models::new("llama");
     let cases = common::load_json("llama", "generate_cases.json");
     let cases = cases.as_array().unwrap();
     assert!(cases.len() >= 20);

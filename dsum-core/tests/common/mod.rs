@@ -70,3 +70,58 @@ pub fn check_close(
     eprintln!("{what}: max abs diff {worst:.2e} (tolerance {tol:.1e})");
     worst
 }
+
+/// Fixture models of one family, each loaded once.
+pub struct Models {
+    family: &'static str,
+    loaded: std::collections::HashMap<String, dsum_core::models::LoadedModel>,
+}
+
+impl Models {
+    pub fn new(family: &'static str) -> Self {
+        Models {
+            family,
+            loaded: Default::default(),
+        }
+    }
+
+    pub fn get(&mut self, name: &str) -> &dsum_core::models::LoadedModel {
+        let dir = fixtures(self.family).join("models").join(name);
+        self.loaded.entry(name.to_string()).or_insert_with(|| {
+            dsum_core::models::LoadedModel::load(&dir)
+                .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+        })
+    }
+}
+
+/// The checks every tokenize fixture case shares: ids with special tokens, ids truncated to
+/// `trunc` (recorded under `trunc_key`), and decoding with and without special tokens.
+pub fn check_tokenize_case(
+    tok: &dsum_core::tokenizer::Tokenizer,
+    c: &Value,
+    trunc: usize,
+    trunc_key: &str,
+) {
+    let text = c["text"].as_str().unwrap();
+    assert_eq!(
+        tok.encode(text, None).unwrap(),
+        ids(&c["ids"]),
+        "ids of {text:?}"
+    );
+    assert_eq!(
+        tok.encode(text, Some(trunc)).unwrap(),
+        ids(&c[trunc_key]),
+        "truncated ids of {text:?}"
+    );
+    let enc = ids(&c["ids"]);
+    assert_eq!(
+        tok.decode(&enc, true).unwrap(),
+        c["decoded"].as_str().unwrap(),
+        "decode of {text:?}"
+    );
+    assert_eq!(
+        tok.decode(&enc, false).unwrap(),
+        c["decoded_raw"].as_str().unwrap(),
+        "raw decode of {text:?}"
+    );
+}
