@@ -18,5 +18,6 @@ pub mod prompt;
 pub mod rouge;
 pub mod tensor;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};
