@@ -275,3 +275,291 @@ mod tests {
         }
     }
 }
+
+// ---- training: full-sequence attention that keeps its probabilities, and backward -------
+
+/// Layout of one sequence for training: q/out `[T, H*dh]`, k/v `[S, KV*dh]` (projection
+/// outputs as they are, heads interleaved; strides do the head split).
+#[derive(Clone, Copy, Debug)]
+pub struct TrainAttn {
+    pub t: usize,
+    pub s: usize,
+    pub h: usize,
+    pub kv_h: usize,
+    pub dh: usize,
+    /// Query t sees keys 0..=t (decoder self-attention; requires s == t).
+    pub causal: bool,
+    pub scale: f32,
+}
+
+impl TrainAttn {
+    fn group(&self) -> usize {
+        self.h / self.kv_h.max(1)
+    }
+}
+
+/// out = softmax(q·kᵀ·scale + mask)·v for every head; returns the probabilities [H, T, S]
+/// that the backward pass needs. `key_mask[j] == false` hides key j. Softmax runs in f32
+/// with exact exp, like transformers' eager attention.
+pub fn attention_train_forward(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    key_mask: Option<&[bool]>,
+    a: &TrainAttn,
+) -> Vec<f32> {
+    let TrainAttn {
+        t, s, h, kv_h, dh, ..
+    } = *a;
+    let (qs, ks) = (h * dh, kv_h * dh);
+    let mut probs = vec![0f32; h * t * s];
+    out[..t * qs].iter_mut().for_each(|o| *o = 0.0);
+    for hh in 0..h {
+        let g = hh / a.group();
+        let p = &mut probs[hh * t * s..(hh + 1) * t * s];
+        super::matmul::matmul_acc(
+            p,
+            (s, 1),
+            &q[hh * dh..],
+            (qs, 1),
+            &k[g * dh..],
+            (1, ks),
+            t,
+            dh,
+            s,
+        );
+        for (ti, row) in p.chunks_exact_mut(s).enumerate() {
+            let visible = |j: usize| (!a.causal || j <= ti) && key_mask.is_none_or(|m| m[j]);
+            let mut max = f32::NEG_INFINITY;
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = if visible(j) {
+                    *x * a.scale
+                } else {
+                    f32::NEG_INFINITY
+                };
+                max = max.max(*x);
+            }
+            let mut sum = 0f32;
+            for x in row.iter_mut() {
+                *x = if *x == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    libm::expf(*x - max)
+                };
+                sum += *x;
+            }
+            if sum > 0.0 {
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|x| *x *= inv);
+            }
+        }
+        super::matmul::matmul_acc(
+            &mut out[hh * dh..],
+            (qs, 1),
+            p,
+            (s, 1),
+            &v[g * dh..],
+            (ks, 1),
+            t,
+            s,
+            dh,
+        );
+    }
+    probs
+}
+
+/// Backward of [`attention_train_forward`]; dq, dk, dv accumulate (GQA: the heads of a
+/// group add into their shared key/value head).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    probs: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    a: &TrainAttn,
+) {
+    use super::matmul::matmul_acc;
+    let TrainAttn {
+        t, s, h, kv_h, dh, ..
+    } = *a;
+    let (qs, ks) = (h * dh, kv_h * dh);
+    let mut ds = vec![0f32; t * s];
+    for hh in 0..h {
+        let g = hh / a.group();
+        let p = &probs[hh * t * s..(hh + 1) * t * s];
+        // dV += Pᵀ·dO ; dP = dO·Vᵀ
+        matmul_acc(
+            &mut dv[g * dh..],
+            (ks, 1),
+            p,
+            (1, s),
+            &dout[hh * dh..],
+            (qs, 1),
+            s,
+            t,
+            dh,
+        );
+        ds.iter_mut().for_each(|x| *x = 0.0);
+        matmul_acc(
+            &mut ds,
+            (s, 1),
+            &dout[hh * dh..],
+            (qs, 1),
+            &v[g * dh..],
+            (1, ks),
+            t,
+            dh,
+            s,
+        );
+        // dS = P ⊙ (dP - Σ_j dP·P) · scale
+        for (dr, pr) in ds.chunks_exact_mut(s).zip(p.chunks_exact(s)) {
+            let dot: f32 = dr.iter().zip(pr).map(|(d, p)| d * p).sum();
+            dr.iter_mut()
+                .zip(pr)
+                .for_each(|(d, p)| *d = p * (*d - dot) * a.scale);
+        }
+        // dQ += dS·K ; dK += dSᵀ·Q
+        matmul_acc(
+            &mut dq[hh * dh..],
+            (qs, 1),
+            &ds,
+            (s, 1),
+            &k[g * dh..],
+            (ks, 1),
+            t,
+            s,
+            dh,
+        );
+        matmul_acc(
+            &mut dk[g * dh..],
+            (ks, 1),
+            &ds,
+            (1, s),
+            &q[hh * dh..],
+            (qs, 1),
+            s,
+            t,
+            dh,
+        );
+    }
+}
+
+#[cfg(test)]
+mod train_tests {
+    use super::*;
+    use crate::ops::gradcheck::{check, rand_vec};
+
+    fn run(a: TrainAttn, mask: Option<Vec<bool>>) {
+        let (qs, ks) = (a.h * a.dh, a.kv_h * a.dh);
+        let q = rand_vec(a.t * qs, 51);
+        let k = rand_vec(a.s * ks, 52);
+        let v = rand_vec(a.s * ks, 53);
+        let dout = rand_vec(a.t * qs, 54);
+        let m = mask.as_deref();
+        let loss = |q: &[f32], k: &[f32], v: &[f32]| {
+            let mut o = vec![0f32; a.t * qs];
+            attention_train_forward(&mut o, q, k, v, m, &a);
+            o.iter()
+                .zip(&dout)
+                .map(|(x, g)| (x * g) as f64)
+                .sum::<f64>()
+        };
+        let mut o = vec![0f32; a.t * qs];
+        let probs = attention_train_forward(&mut o, &q, &k, &v, m, &a);
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f32; q.len()],
+            vec![0f32; k.len()],
+            vec![0f32; v.len()],
+        );
+        attention_backward(&mut dq, &mut dk, &mut dv, &dout, &probs, &q, &k, &v, &a);
+        check("dq", &q, &dq, |x| loss(x, &k, &v));
+        check("dk", &k, &dk, |x| loss(&q, x, &v));
+        check("dv", &v, &dv, |x| loss(&q, &k, x));
+    }
+
+    #[test]
+    fn causal_gqa_attention_backward_matches_finite_differences() {
+        let a = TrainAttn {
+            t: 5,
+            s: 5,
+            h: 4,
+            kv_h: 2,
+            dh: 3,
+            causal: true,
+            scale: 0.6,
+        };
+        run(a, Some(vec![true, true, true, true, false]));
+    }
+
+    #[test]
+    fn cross_attention_backward_matches_finite_differences() {
+        let a = TrainAttn {
+            t: 3,
+            s: 6,
+            h: 2,
+            kv_h: 2,
+            dh: 4,
+            causal: false,
+            scale: 0.5,
+        };
+        run(a, Some(vec![true, true, false, true, true, false]));
+    }
+
+    #[test]
+    fn train_forward_matches_inference_attention() {
+        let (t, h, dh) = (6, 2, 4);
+        let q = rand_vec(t * h * dh, 61);
+        let k = rand_vec(t * h * dh, 62);
+        let v = rand_vec(t * h * dh, 63);
+        let a = TrainAttn {
+            t,
+            s: t,
+            h,
+            kv_h: h,
+            dh,
+            causal: true,
+            scale: 0.5,
+        };
+        let mut got = vec![0f32; t * h * dh];
+        attention_train_forward(&mut got, &q, &k, &v, None, &a);
+        // Inference layout: caches [H, cap, dh].
+        let split = |x: &[f32]| {
+            let mut o = vec![0f32; x.len()];
+            for ti in 0..t {
+                for hh in 0..h {
+                    for i in 0..dh {
+                        o[(hh * t + ti) * dh + i] = x[ti * h * dh + hh * dh + i];
+                    }
+                }
+            }
+            o
+        };
+        let shape = AttnShape {
+            t,
+            h,
+            kv_h: h,
+            dh,
+            cap: t,
+            len: t,
+        };
+        let mut want = vec![0f32; t * h * dh];
+        attention_loop(
+            &mut want,
+            &q,
+            &split(&k),
+            &split(&v),
+            &shape,
+            Some(0),
+            None,
+            0.5,
+        );
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+        }
+    }
+}

@@ -3,6 +3,10 @@
 
 pub mod activation;
 pub mod attention;
+pub mod cross_entropy;
+pub mod embedding;
+#[cfg(test)]
+pub(crate) mod gradcheck;
 pub mod layernorm;
 pub mod matmul;
 pub mod rmsnorm;

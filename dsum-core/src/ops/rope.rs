@@ -76,3 +76,41 @@ pub fn rope_forward(x: &mut [f32], inv_freq: &[f32], pos: usize) {
         x[i + half] = b * cos + a * sin;
     }
 }
+
+/// Backward of [`rope_forward`]: the rotation is orthogonal, so the gradient rotates back
+/// by the same angle (dx = R(-θ)·dy), in place.
+pub fn rope_backward(dx: &mut [f32], inv_freq: &[f32], pos: usize) {
+    let half = inv_freq.len();
+    for i in 0..half {
+        let angle = pos as f32 * inv_freq[i];
+        let (sin, cos) = (angle.sin(), angle.cos());
+        let (a, b) = (dx[i], dx[i + half]);
+        dx[i] = a * cos + b * sin;
+        dx[i + half] = b * cos - a * sin;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::gradcheck::{check, rand_vec};
+
+    #[test]
+    fn rope_backward_matches_finite_differences() {
+        let d = 8;
+        let freq = inv_freq(d, 10000.0, None).unwrap();
+        let x = rand_vec(d, 31);
+        let dout = rand_vec(d, 32);
+        let loss = |x: &[f32]| {
+            let mut y = x.to_vec();
+            rope_forward(&mut y, &freq, 7);
+            y.iter()
+                .zip(&dout)
+                .map(|(a, g)| (a * g) as f64)
+                .sum::<f64>()
+        };
+        let mut dx = dout.clone();
+        rope_backward(&mut dx, &freq, 7);
+        check("dx", &x, &dx, loss);
+    }
+}

@@ -1,0 +1,68 @@
+//! Token cross-entropy with ignored labels, fused with its backward (llm.c style): the
+//! logits buffer is overwritten by d(scale · Σ CE)/dlogits.
+
+/// Label value that is skipped (PyTorch's `ignore_index`).
+pub const IGNORE_INDEX: i64 = -100;
+
+/// For each row r of logits [N, V] with target `targets[r]` (IGNORE_INDEX skips the row):
+/// loss_r = logsumexp(row) - row[target]. Returns (Σ loss_r, rows counted); the logits
+/// become `scale · (softmax - onehot)` on counted rows and 0 elsewhere. A target outside
+/// 0..V is an error (PyTorch raises too).
+pub fn cross_entropy_backward(
+    logits: &mut [f32],
+    targets: &[i64],
+    v: usize,
+    scale: f32,
+) -> Result<(f64, usize), String> {
+    let mut sum = 0f64;
+    let mut counted = 0;
+    for (row, &tgt) in logits.chunks_exact_mut(v).zip(targets) {
+        if tgt == IGNORE_INDEX {
+            row.iter_mut().for_each(|x| *x = 0.0);
+            continue;
+        }
+        if tgt < 0 || tgt as usize >= v {
+            return Err(format!("label {tgt} is outside the vocabulary ({v})"));
+        }
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let z: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
+        let lse = max as f64 + z.ln();
+        sum += lse - row[tgt as usize] as f64;
+        counted += 1;
+        for x in row.iter_mut() {
+            *x = (((*x as f64 - lse).exp()) as f32) * scale;
+        }
+        row[tgt as usize] -= scale;
+    }
+    Ok((sum, counted))
+}
+
+/// Loss only (evaluation).
+pub fn cross_entropy_loss(
+    logits: &[f32],
+    targets: &[i64],
+    v: usize,
+) -> Result<(f64, usize), String> {
+    let mut buf = logits.to_vec();
+    cross_entropy_backward(&mut buf, targets, v, 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::gradcheck::{check, rand_vec};
+
+    #[test]
+    fn cross_entropy_backward_matches_finite_differences() {
+        let v = 7;
+        let logits: Vec<f32> = rand_vec(3 * v, 81).iter().map(|x| x * 3.0).collect();
+        let targets = [2i64, IGNORE_INDEX, 6];
+        let loss = |l: &[f32]| cross_entropy_loss(l, &targets, v).unwrap().0 * 0.5;
+        let mut d = logits.clone();
+        let (_, n) = cross_entropy_backward(&mut d, &targets, v, 0.5).unwrap();
+        assert_eq!(n, 2);
+        assert!(d[v..2 * v].iter().all(|&x| x == 0.0));
+        check("dlogits", &logits, &d, loss);
+        assert!(cross_entropy_loss(&logits, &[7, 0, 0], v).is_err());
+    }
+}
