@@ -3,6 +3,7 @@
 
 pub mod bart;
 pub mod llama;
+pub mod llama_train;
 
 #[cfg(feature = "std")]
 mod folder;

@@ -102,3 +102,5 @@ pub trait Trainable {
     /// checkpoint name: what generation for evaluation and the final export are built from.
     fn merged_weights(&self) -> Result<Vec<(String, Weight)>>;
 }
+pub mod linear;
+pub mod setup;
