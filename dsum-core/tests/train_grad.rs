@@ -64,6 +64,7 @@ fn lcg(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Directional check of every trainable tensor of `m` on `b`.
+#[allow(clippy::needless_range_loop)]
 fn check_directional(m: &mut dyn Trainable, b: &Batch) {
     let tokens = b.counted_tokens(m.is_causal());
     m.params_mut().iter_mut().for_each(|p| p.zero_grad());
