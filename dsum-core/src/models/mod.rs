@@ -2,6 +2,7 @@
 //! from `config.json`'s `model_type`.
 
 pub mod bart;
+pub mod bart_train;
 pub mod llama;
 pub mod llama_train;
 
