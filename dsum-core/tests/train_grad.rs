@@ -191,10 +191,16 @@ fn bart(dir: &str, kind: Kind) -> dsum_core::models::bart_train::BartTrain {
 
 #[test]
 fn bart_lora_gradients_match_finite_differences() {
-    check_directional(&mut bart("bart/models/tiny-c", Kind::Lora), &seq2seq_batch());
+    check_directional(
+        &mut bart("bart/models/tiny-c", Kind::Lora),
+        &seq2seq_batch(),
+    );
 }
 
 #[test]
 fn bart_full_gradients_match_finite_differences() {
-    check_directional(&mut bart("bart/models/tiny-c", Kind::Full), &seq2seq_batch());
+    check_directional(
+        &mut bart("bart/models/tiny-c", Kind::Full),
+        &seq2seq_batch(),
+    );
 }

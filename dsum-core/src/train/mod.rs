@@ -103,4 +103,6 @@ pub trait Trainable {
     fn merged_weights(&self) -> Result<Vec<(String, Weight)>>;
 }
 pub mod linear;
+#[cfg(feature = "std")]
+pub mod models;
 pub mod setup;
