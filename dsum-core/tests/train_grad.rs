@@ -66,6 +66,12 @@ fn lcg(n: usize, seed: u64) -> Vec<f32> {
 /// Directional check of every trainable tensor of `m` on `b`.
 #[allow(clippy::needless_range_loop)]
 fn check_directional(m: &mut dyn Trainable, b: &Batch) {
+    check_directional_mode(m, b, false)
+}
+
+/// `train`: the loss is the training loss (dropout on, same masks every call).
+#[allow(clippy::needless_range_loop)]
+fn check_directional_mode(m: &mut dyn Trainable, b: &Batch, train: bool) {
     let tokens = b.counted_tokens(m.is_causal());
     m.params_mut().iter_mut().for_each(|p| p.zero_grad());
     m.accumulate(b, 1.0 / tokens as f32).unwrap();
@@ -77,7 +83,19 @@ fn check_directional(m: &mut dyn Trainable, b: &Batch) {
             let p = &m.params()[i];
             (p.name.clone(), p.value.clone())
         };
-        let u = lcg(base.len(), 99 + i as u64);
+        // Random directions in general; along the gradient itself (the largest signal above
+        // the f32 noise of the loss) when training-mode dropout makes the loss rougher.
+        let u = if train {
+            let n = grads[i]
+                .iter()
+                .map(|g| g * g)
+                .sum::<f32>()
+                .sqrt()
+                .max(1e-12);
+            grads[i].iter().map(|g| g / n).collect()
+        } else {
+            lcg(base.len(), 99 + i as u64)
+        };
         let scale = base.iter().fold(0f32, |a, v| a.max(v.abs())).max(0.1);
         let h = 1e-2 * scale;
         let mut loss_at = |step: f32| {
@@ -87,7 +105,11 @@ fn check_directional(m: &mut dyn Trainable, b: &Batch) {
                 .zip(&base)
                 .zip(&u)
                 .for_each(|((v, b0), d)| *v = b0 + step * d);
-            let l = m.eval_loss(b).unwrap();
+            let l = if train {
+                m.accumulate(b, 0.0).unwrap()
+            } else {
+                m.eval_loss(b).unwrap()
+            };
             l.sum / l.tokens as f64
         };
         let mut fd_at = |h: f32| (loss_at(h) - loss_at(-h)) / (2.0 * h as f64);
@@ -203,4 +225,38 @@ fn bart_full_gradients_match_finite_differences() {
         &mut bart("bart/models/tiny-c", Kind::Full),
         &seq2seq_batch(),
     );
+}
+
+#[test]
+fn dropout_gradients_match_finite_differences() {
+    // LoRA dropout (Llama), and BART's hidden, activation and LoRA dropout, with fixed masks.
+    let mut s = setup(Kind::Lora);
+    s.dropout = 0.2;
+    let d = fixture("llama/models/llama-tied");
+    let cfg = LlamaConfig::from_json(
+        &std::fs::read_to_string(d.join("config.json")).unwrap(),
+        "config.json",
+    )
+    .unwrap();
+    let mut m = LlamaTrain::load(cfg, &Checkpoint::open_dir(&d).unwrap(), &s).unwrap();
+    for p in m.params_mut() {
+        if p.name.contains("lora_B") {
+            p.value = lcg(p.value.len(), 7).iter().map(|v| v * 0.5).collect();
+        }
+    }
+    m.set_dropout_seed(Some(11));
+    let b = causal_batch();
+    let with = m.accumulate(&b, 0.0).unwrap();
+    let without = m.eval_loss(&b).unwrap();
+    assert_ne!(
+        with.sum, without.sum,
+        "dropout must change the training loss"
+    );
+    check_directional_mode(&mut m, &b, true);
+
+    let mut m = bart("bart/models/tiny-c", Kind::Full);
+    m.config.dropout = 0.2;
+    m.config.activation_dropout = 0.1;
+    m.set_dropout_seed(Some(12));
+    check_directional_mode(&mut m, &seq2seq_batch(), true);
 }

@@ -53,6 +53,12 @@ pub struct BartConfig {
     pub forced_bos_token_id: Option<u32>,
     #[serde(default)]
     pub forced_eos_token_id: Option<u32>,
+    /// Hidden-state dropout while training (after embeddings, attention and the FFN).
+    #[serde(default)]
+    pub dropout: f32,
+    /// Dropout after the FFN activation while training.
+    #[serde(default)]
+    pub activation_dropout: f32,
     #[serde(default)]
     pub normalize_before: bool,
     #[serde(default)]

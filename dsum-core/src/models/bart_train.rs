@@ -9,6 +9,7 @@ use crate::io::checkpoint::Checkpoint;
 use crate::ops::activation::Activation;
 use crate::ops::attention::{attention_backward, attention_train_forward, TrainAttn};
 use crate::ops::cross_entropy::{cross_entropy_backward, cross_entropy_loss};
+use crate::ops::dropout::dropout_inplace;
 use crate::ops::embedding::{embedding_backward, embedding_forward};
 use crate::ops::layernorm::{layernorm_backward, layernorm_forward_train};
 use crate::ops::matmul::{linear_backward, linear_forward};
@@ -21,6 +22,15 @@ use crate::train::{Batch, LossSum, Param, Trainable};
 pub const BART_LINEAR: [&str; 6] = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"];
 const LN_EPS: f32 = 1e-5;
 const POS_OFFSET: usize = 2;
+/// Dropout-seed layer numbers: encoder layers count from 0, decoder layers from DEC_LAYER,
+/// the two embedding dropouts sit at EMB_LAYER and EMB_LAYER + 1.
+const DEC_LAYER: usize = 1000;
+const EMB_LAYER: usize = 9998;
+
+/// The dropout seed of sub-layer `part` of `layer` for a pass seeded with `seed`.
+fn part_seed(seed: Option<u64>, layer: usize, part: u64) -> Option<u64> {
+    seed.map(|s| s ^ ((layer as u64 + 1) << 40) ^ (part << 20))
+}
 
 struct Norm {
     w: Slot,
@@ -233,23 +243,33 @@ struct FfnCache {
     a: Vec<f32>,
     c1: LinearCache,
     c2: LinearCache,
+    seed: Option<u64>,
 }
 
 impl Ffn {
+    /// fc2(dropout(act(fc1(x)))) then dropout; `drop` = (activation p, hidden p).
     fn forward(
         &self,
         x: &[f32],
         n: usize,
         act: Activation,
         seed: Option<u64>,
+        drop: (f32, f32),
     ) -> (Vec<f32>, FfnCache) {
         let sd = |i: u64| seed.map(|s| s ^ i.wrapping_mul(0xC2B2_AE35));
         let (f, c1) = self.fc1.forward(x, n, sd(5));
         let mut a = f.clone();
         act.forward_inplace(&mut a);
-        let (y, c2) = self.fc2.forward(&a, n, sd(6));
-        (y, FfnCache { f, a, c1, c2 })
+        if let Some(s) = sd(7) {
+            dropout_inplace(&mut a, drop.0, s);
+        }
+        let (mut y, c2) = self.fc2.forward(&a, n, sd(6));
+        if let Some(s) = sd(8) {
+            dropout_inplace(&mut y, drop.1, s);
+        }
+        (y, FfnCache { f, a, c1, c2, seed })
     }
+    #[allow(clippy::too_many_arguments)]
     fn backward(
         &mut self,
         dy: &[f32],
@@ -258,9 +278,18 @@ impl Ffn {
         n: usize,
         act: Activation,
         dx: &mut [f32],
+        drop: (f32, f32),
     ) {
+        let sd = |i: u64| c.seed.map(|s| s ^ i.wrapping_mul(0xC2B2_AE35));
+        let mut dy = dy.to_vec();
+        if let Some(s) = sd(8) {
+            dropout_inplace(&mut dy, drop.1, s);
+        }
         let mut da = vec![0f32; c.a.len()];
-        self.fc2.backward(Some(&mut da), dy, &c.a, &c.c2, n);
+        self.fc2.backward(Some(&mut da), &dy, &c.a, &c.c2, n);
+        if let Some(s) = sd(7) {
+            dropout_inplace(&mut da, drop.0, s);
+        }
         act.backward_inplace(&mut da, &c.f);
         self.fc1.backward(Some(dx), &da, x, &c.c1, n);
     }
@@ -326,6 +355,8 @@ pub struct BartTrain {
 }
 
 struct Fwd {
+    /// The dropout seed the pass ran with (None: no dropout).
+    seed: Option<u64>,
     enc_emb: Vec<f32>,
     enc_emb_st: Vec<(f32, f32)>,
     enc: Vec<EncCache>,
@@ -489,17 +520,24 @@ impl BartTrain {
         Ok(x)
     }
 
-    fn forward(&self, b: &Batch) -> Result<Fwd> {
+    /// Teacher-forced forward; dropout (hidden, activation, LoRA) only when `train`.
+    fn forward(&self, b: &Batch, train: bool) -> Result<Fwd> {
         self.check_batch(b)?;
         let c = &self.config;
         let d = c.d_model;
         let (rows, s, t) = (b.rows, b.cols, b.dec_cols);
-        let seed = self.dropout_seed;
-        let sd =
-            |layer: usize, part: u64| seed.map(|s| s ^ ((layer as u64 + 1) << 40) ^ (part << 20));
+        let seed = if train { self.dropout_seed } else { None };
+        let drop = (c.activation_dropout, c.dropout);
+        let hidden_drop = |x: &mut [f32], s: Option<u64>| {
+            if let Some(s) = s {
+                dropout_inplace(x, drop.1, s);
+            }
+        };
+        let sd = |layer: usize, part: u64| part_seed(seed, layer, part);
         // Encoder.
         let enc_emb = self.embed(&b.input_ids, s, &self.enc_pos)?;
         let (mut x, enc_emb_st) = self.enc_ln.forward(&enc_emb, d);
+        hidden_drop(&mut x, sd(EMB_LAYER, 14));
         let eg = Geo {
             rows,
             t: s,
@@ -509,12 +547,13 @@ impl BartTrain {
         };
         let mut enc = Vec::new();
         for (li, l) in self.enc.iter().enumerate() {
-            let (a, ca) = l
+            let (mut a, ca) = l
                 .attn
                 .forward(&x, &x, Some(&b.attention_mask), eg, sd(li, 1));
+            hidden_drop(&mut a, sd(li, 10));
             let h1: Vec<f32> = x.iter().zip(&a).map(|(p, q)| p + q).collect();
             let (x1, s1) = l.ln1.forward(&h1, d);
-            let (f, cf) = l.ffn.forward(&x1, rows * s, self.act, sd(li, 2));
+            let (f, cf) = l.ffn.forward(&x1, rows * s, self.act, sd(li, 2), drop);
             let h2: Vec<f32> = x1.iter().zip(&f).map(|(p, q)| p + q).collect();
             let (x2, s2) = l.ln2.forward(&h2, d);
             enc.push(EncCache {
@@ -532,6 +571,7 @@ impl BartTrain {
         // Decoder.
         let dec_emb = self.embed(&b.decoder_input_ids, t, &self.dec_pos)?;
         let (mut x, dec_emb_st) = self.dec_ln.forward(&dec_emb, d);
+        hidden_drop(&mut x, sd(EMB_LAYER + 1, 14));
         let h = c.decoder_attention_heads;
         let sg = Geo {
             rows,
@@ -549,16 +589,18 @@ impl BartTrain {
         };
         let mut dec = Vec::new();
         for (li, l) in self.dec.iter().enumerate() {
-            let li2 = li + 1000;
-            let (a, ca) = l.attn.forward(&x, &x, None, sg, sd(li2, 1));
+            let li2 = li + DEC_LAYER;
+            let (mut a, ca) = l.attn.forward(&x, &x, None, sg, sd(li2, 1));
+            hidden_drop(&mut a, sd(li2, 10));
             let h1: Vec<f32> = x.iter().zip(&a).map(|(p, q)| p + q).collect();
             let (x1, s1) = l.ln1.forward(&h1, d);
-            let (cr, cc) = l
-                .cross
-                .forward(&x1, &enc_out, Some(&b.attention_mask), cg, sd(li2, 3));
+            let (mut cr, cc) =
+                l.cross
+                    .forward(&x1, &enc_out, Some(&b.attention_mask), cg, sd(li2, 3));
+            hidden_drop(&mut cr, sd(li2, 13));
             let h2: Vec<f32> = x1.iter().zip(&cr).map(|(p, q)| p + q).collect();
             let (x2, s2) = l.ln2.forward(&h2, d);
-            let (f, cf) = l.ffn.forward(&x2, rows * t, self.act, sd(li2, 2));
+            let (f, cf) = l.ffn.forward(&x2, rows * t, self.act, sd(li2, 2), drop);
             let h3: Vec<f32> = x2.iter().zip(&f).map(|(p, q)| p + q).collect();
             let (x3, s3) = l.ln3.forward(&h3, d);
             dec.push(DecCache {
@@ -577,6 +619,7 @@ impl BartTrain {
             });
         }
         Ok(Fwd {
+            seed,
             enc_emb,
             enc_emb_st,
             enc,
@@ -694,7 +737,7 @@ impl Trainable for BartTrain {
         let (d, v) = (c.d_model, c.vocab_size);
         let (rows, s, t) = (b.rows, b.cols, b.dec_cols);
         let (ne, nd) = (rows * s, rows * t);
-        let f = self.forward(b)?;
+        let f = self.forward(b, true)?;
         let (mut logits, chead) = self.logits(&f.out, nd);
         let (sum, tokens) =
             cross_entropy_backward(&mut logits, &b.labels, v, scale).map_err(Error::Generation)?;
@@ -726,25 +769,38 @@ impl Trainable for BartTrain {
             h,
             causal: false,
         };
+        let drop = (c.activation_dropout, c.dropout);
+        // Hidden dropout's backward: the same mask on the gradient.
+        let undrop = |g: &[f32], layer: usize, part: u64| {
+            let mut g = g.to_vec();
+            if let Some(s) = part_seed(f.seed, layer, part) {
+                dropout_inplace(&mut g, drop.1, s);
+            }
+            g
+        };
         let mut denc = vec![0f32; ne * d];
-        for (l, cache) in self.dec.iter_mut().zip(&f.dec).rev() {
+        for (li, (l, cache)) in self.dec.iter_mut().zip(&f.dec).enumerate().rev() {
+            let li2 = li + DEC_LAYER;
             let dh3 = l.ln3.backward(&dx, &cache.h3, &cache.s3, d);
             let mut dx2 = dh3.clone();
             l.ffn
-                .backward(&dh3, &cache.x2, &cache.cf, nd, act, &mut dx2);
+                .backward(&dh3, &cache.x2, &cache.cf, nd, act, &mut dx2, drop);
             let dh2 = l.ln2.backward(&dx2, &cache.h2, &cache.s2, d);
             let mut dx1 = dh2.clone();
+            let dcr = undrop(&dh2, li2, 13);
             l.cross.backward(
-                &dh2, &cache.x1, &f.enc_out, &cache.cc, cg, &mut dx1, &mut denc,
+                &dcr, &cache.x1, &f.enc_out, &cache.cc, cg, &mut dx1, &mut denc,
             );
             let dh1 = l.ln1.backward(&dx1, &cache.h1, &cache.s1, d);
             let mut dxin = dh1.clone();
             let mut dkv = vec![0f32; nd * d];
+            let da = undrop(&dh1, li2, 10);
             l.attn
-                .backward(&dh1, &cache.x, &cache.x, &cache.ca, sg, &mut dxin, &mut dkv);
+                .backward(&da, &cache.x, &cache.x, &cache.ca, sg, &mut dxin, &mut dkv);
             add(&mut dxin, &dkv);
             dx = dxin;
         }
+        let dx = undrop(&dx, EMB_LAYER + 1, 14);
         let demb = self.dec_ln.backward(&dx, &f.dec_emb, &f.dec_emb_st, d);
         self.embed_backward(&demb, &b.decoder_input_ids, t, false);
         let eg = Geo {
@@ -755,26 +811,28 @@ impl Trainable for BartTrain {
             causal: false,
         };
         let mut dx = denc;
-        for (l, cache) in self.enc.iter_mut().zip(&f.enc).rev() {
+        for (li, (l, cache)) in self.enc.iter_mut().zip(&f.enc).enumerate().rev() {
             let dh2 = l.ln2.backward(&dx, &cache.h2, &cache.s2, d);
             let mut dx1 = dh2.clone();
             l.ffn
-                .backward(&dh2, &cache.x1, &cache.cf, ne, act, &mut dx1);
+                .backward(&dh2, &cache.x1, &cache.cf, ne, act, &mut dx1, drop);
             let dh1 = l.ln1.backward(&dx1, &cache.h1, &cache.s1, d);
             let mut dxin = dh1.clone();
             let mut dkv = vec![0f32; ne * d];
+            let da = undrop(&dh1, li, 10);
             l.attn
-                .backward(&dh1, &cache.x, &cache.x, &cache.ca, eg, &mut dxin, &mut dkv);
+                .backward(&da, &cache.x, &cache.x, &cache.ca, eg, &mut dxin, &mut dkv);
             add(&mut dxin, &dkv);
             dx = dxin;
         }
+        let dx = undrop(&dx, EMB_LAYER, 14);
         let demb = self.enc_ln.backward(&dx, &f.enc_emb, &f.enc_emb_st, d);
         self.embed_backward(&demb, &b.input_ids, s, true);
         Ok(LossSum { sum, tokens })
     }
 
     fn eval_loss(&self, b: &Batch) -> Result<LossSum> {
-        let f = self.forward(b)?;
+        let f = self.forward(b, false)?;
         let (logits, _) = self.logits(&f.out, b.rows * b.dec_cols);
         let (sum, tokens) = cross_entropy_loss(&logits, &b.labels, self.config.vocab_size)
             .map_err(Error::Generation)?;

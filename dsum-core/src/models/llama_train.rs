@@ -276,8 +276,10 @@ impl LlamaTrain {
             scale: (dh as f32).powf(-0.5),
         };
         let mut caches = Vec::new();
+        // Dropout only while training (`keep`); evaluation is deterministic.
+        let seed = if keep { self.dropout_seed } else { None };
         for (li, l) in self.layers.iter().enumerate() {
-            let sd = |slot| seed_for(self.dropout_seed, li, slot);
+            let sd = |slot| seed_for(seed, li, slot);
             let mut n1 = vec![0f32; n * hs];
             let rstd1 = rmsnorm_forward_train(&mut n1, &x, l.ln1.data(), hs, eps);
             let (mut q, cq) = l.q.forward(&n1, n, sd(0));

@@ -88,15 +88,6 @@ pub struct LinearCache {
     h: Vec<f32>,
 }
 
-/// Deterministic dropout masks: splitmix64 over (seed, element).
-fn dropout_keep(seed: u64, i: usize, p: f32) -> bool {
-    let mut z = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    ((z >> 40) as f32 / (1u64 << 24) as f32) >= p
-}
-
 impl TrainLinear {
     /// y[M, out] for x[M, in]; `dropout_seed` is Some while training with dropout on.
     pub fn forward(
@@ -128,7 +119,7 @@ impl TrainLinear {
                         x.iter()
                             .enumerate()
                             .map(|(i, &v)| {
-                                if dropout_keep(seed, i, l.dropout) {
+                                if crate::ops::dropout::keep(seed, i, l.dropout) {
                                     v * keep
                                 } else {
                                     0.0
