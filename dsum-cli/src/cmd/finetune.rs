@@ -855,3 +855,169 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dsum_core::tensor::Weight;
+    use dsum_core::train::{Batch, LossSum, Param};
+
+    /// A "trained" model that is exactly the base checkpoint: evaluation and export must
+    /// then behave as the base model does.
+    struct Frozen(Vec<(String, Weight)>);
+    impl Trainable for Frozen {
+        fn is_causal(&self) -> bool {
+            false
+        }
+        fn params(&self) -> Vec<&Param> {
+            Vec::new()
+        }
+        fn params_mut(&mut self) -> Vec<&mut Param> {
+            Vec::new()
+        }
+        fn set_dropout_seed(&mut self, _: Option<u64>) {}
+        fn accumulate(&mut self, _: &Batch, _: f32) -> dsum_core::Result<LossSum> {
+            Ok(LossSum::default())
+        }
+        fn eval_loss(&self, _: &Batch) -> dsum_core::Result<LossSum> {
+            Ok(LossSum::default())
+        }
+        fn merged_weights(&self) -> dsum_core::Result<Vec<(String, Weight)>> {
+            Ok(self
+                .0
+                .iter()
+                .map(|(n, w)| (n.clone(), w.clone_view()))
+                .collect())
+        }
+    }
+
+    fn tiny() -> (PathBuf, Frozen) {
+        let dir =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/bart/models/tiny-a");
+        let ck = Checkpoint::open_dir(&dir).unwrap();
+        let w = ck
+            .names()
+            .map(|n| {
+                let s = ck.shape(n).unwrap().to_vec();
+                (n.to_string(), ck.get(n, &s).unwrap())
+            })
+            .collect();
+        (dir, Frozen(w))
+    }
+
+    #[test]
+    fn rouge_eval_generates_from_the_trained_weights() {
+        let (dir, model) = tiny();
+        let rows: Vec<Row> = data::read_rows(&dir.join("../../../data/dialogues.csv"))
+            .unwrap()
+            .into_iter()
+            .take(3)
+            .collect();
+        let mut ev = RougeEval {
+            base_dir: dir.clone(),
+            rows: rows.clone(),
+            kwargs: json!({"num_beams": 1, "max_new_tokens": 8}),
+            system: String::new(),
+            user: "{dialogue}".into(),
+            max_in: 64,
+            batch_size: 2,
+            tokenize: Tokenize::Whitespace,
+        };
+        let r = ev.rouge(&model).unwrap();
+        // Same number as generating with the base model and scoring by hand.
+        let lm = LoadedModel::load(&dir).unwrap();
+        let (gen, user_max) = super::super::common::generation_config(&lm, &ev.kwargs).unwrap();
+        let mut sm = Summarizer {
+            model: &lm,
+            gen,
+            user_max,
+            prompts: None,
+            remove: ["<usr>", "<s>", "</s>", "<pad>"].map(String::from).to_vec(),
+            max_in: 64,
+            truncated: 0,
+            generated: 0,
+        };
+        let texts: Vec<&str> = rows.iter().map(|r| r.dialogue.as_str()).collect();
+        let preds = sm.summarize(&texts).unwrap();
+        let mut scorer = Scorer::new(Flavor::Rouge, Tokenize::Whitespace);
+        let scores: Vec<Scores> = rows
+            .iter()
+            .zip(&preds)
+            .map(|(r, p)| {
+                scorer
+                    .score(p, &r.summary)
+                    .unwrap_or_else(|_| Scores::zero(Flavor::Rouge))
+            })
+            .collect();
+        assert_eq!(r.final_score, final_score(&mean(&scores).unwrap()));
+        assert!((r.final_score - (r.rouge1 + r.rouge2 + r.rouge_l) / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn full_export_is_a_loadable_model_folder() {
+        let (dir, model) = tiny();
+        let tmp = tempfile::tempdir().unwrap();
+        Export::Full {
+            base_dir: dir.clone(),
+        }
+        .write(&model, tmp.path())
+        .unwrap();
+        for f in [
+            "model.safetensors",
+            "config.json",
+            "generation_config.json",
+            "tokenizer.json",
+        ] {
+            assert!(tmp.path().join(f).is_file(), "{f}");
+        }
+        let lm = LoadedModel::load(tmp.path()).unwrap();
+        assert_eq!(
+            lm.num_parameters(),
+            LoadedModel::load(&dir).unwrap().num_parameters()
+        );
+    }
+
+    #[test]
+    fn config_defaults_are_the_seeds() {
+        let cfg: Config = toml::from_str(
+            "[model]\npath='m'\n[data]\ntrain='t.csv'\n[method]\nkind='full'\n[output]\ndir='o'\n",
+        )
+        .unwrap();
+        let t = cfg.train_config("c").unwrap();
+        assert_eq!(
+            (t.batch_size, t.epochs, t.lr, t.scheduler),
+            (50, 20, 1e-5, ScheduleKind::Cosine)
+        );
+        assert_eq!(
+            (t.warmup, t.early_stopping_patience),
+            (Warmup::Ratio(0.1), Some(3))
+        );
+        let m = cfg.method_spec("c").unwrap();
+        assert_eq!((m.lora.r, m.lora.alpha, m.lora.dropout), (16, 32.0, 0.1));
+        for name in [
+            "finetune-kobart",
+            "qlora-llama",
+            "qlora-qwen",
+            "finetune-tiny",
+        ] {
+            let p =
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../configs/{name}.toml"));
+            let c = read_config(&p).unwrap();
+            c.train_config(name).unwrap();
+            c.method_spec(name).unwrap();
+        }
+        let q = read_config(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/qlora-llama.toml"),
+        )
+        .unwrap();
+        let (t, m) = (q.train_config("q").unwrap(), q.method_spec("q").unwrap());
+        assert_eq!(
+            (t.lr, t.scheduler, t.adamw.betas.1, t.max_grad_norm),
+            (2e-4, ScheduleKind::Constant, 0.999, Some(0.3))
+        );
+        assert_eq!(
+            (m.kind, m.lora.r, m.lora.alpha, m.lora.dropout),
+            (MethodKind::Qlora, 16, 32.0, 0.1)
+        );
+    }
+}
