@@ -8,6 +8,9 @@ use tokenizers::{
 
 use crate::error::{Error, Result};
 
+/// A token's byte range in the encoded text.
+pub type Span = (usize, usize);
+
 pub struct Tokenizer {
     inner: HfTokenizer,
     path: String,
@@ -137,7 +140,7 @@ impl Tokenizer {
 
     /// `encode_plain` with each token's byte span in `text` (`return_offsets_mapping`), for
     /// cutting a text at a token boundary.
-    pub fn encode_plain_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn encode_plain_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<Span>)> {
         let enc = self
             .inner
             .encode(text, false)

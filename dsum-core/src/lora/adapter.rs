@@ -4,7 +4,6 @@
 //! a target list selects (peft's rule: the module path equals a name or ends with `.name`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use super::config::{LoraConfig, Targets};
 use crate::error::{Error, Result};
@@ -106,7 +105,7 @@ pub fn match_targets(modules: &[String], targets: &Targets, source: &str) -> Res
 impl Adapter {
     /// Load `adapter_config.json` + `adapter_model.safetensors` from `dir`.
     #[cfg(feature = "std")]
-    pub fn load(dir: &Path) -> Result<Self> {
+    pub fn load(dir: &std::path::Path) -> Result<Self> {
         let cp = dir.join(CONFIG_FILE);
         let text =
             std::fs::read_to_string(&cp).map_err(|e| Error::io(cp.display().to_string(), e))?;
@@ -182,7 +181,7 @@ impl Adapter {
 /// into `dir`, each atomically. `tensors` are (PEFT key, shape, values).
 #[cfg(feature = "std")]
 pub fn save(
-    dir: &Path,
+    dir: &std::path::Path,
     config: &LoraConfig,
     base_model: &str,
     causal: bool,
@@ -199,7 +198,10 @@ pub fn save(
 
 /// f32 tensors to one safetensors file, atomically, with transformers' metadata.
 #[cfg(feature = "std")]
-pub fn write_f32_safetensors(path: &Path, tensors: &[(&str, &[usize], &[f32])]) -> Result<()> {
+pub fn write_f32_safetensors(
+    path: &std::path::Path,
+    tensors: &[(&str, &[usize], &[f32])],
+) -> Result<()> {
     use crate::io::raw_tensor::RawTensor;
     let raws: Vec<(String, RawTensor)> = tensors
         .iter()

@@ -165,14 +165,16 @@ pub fn collate(examples: &[&Example], c: Collate) -> Batch {
     }
     // shift_tokens_right: start token first, labels moved one right, -100 -> pad.
     b.decoder_input_ids = vec![c.pad_id; rows * dec];
-    for r in 0..rows {
-        let row = &mut b.decoder_input_ids[r * dec..(r + 1) * dec];
-        if dec > 0 {
-            row[0] = c.decoder_start_id;
+    for (row, labels) in b
+        .decoder_input_ids
+        .chunks_mut(dec.max(1))
+        .zip(b.labels.chunks(dec.max(1)))
+    {
+        if let Some(first) = row.first_mut() {
+            *first = c.decoder_start_id;
         }
-        for t in 1..dec {
-            let l = b.labels[r * dec + t - 1];
-            row[t] = if l == IGNORE { c.pad_id } else { l as u32 };
+        for (d, &l) in row[1..].iter_mut().zip(labels) {
+            *d = if l == IGNORE { c.pad_id } else { l as u32 };
         }
     }
     b

@@ -303,13 +303,22 @@ impl Loop<'_, '_> {
                 self.window(&order)?;
                 let epoch_done = self.st.position >= self.micro;
                 let step = self.st.step;
-                if self.cfg().eval_every.is_some_and(|k| step % k == 0) && self.eval()? {
+                if self
+                    .cfg()
+                    .eval_every
+                    .is_some_and(|k| step.is_multiple_of(k))
+                    && self.eval()?
+                {
                     return self.finish(Outcome::EarlyStopped);
                 }
                 if epoch_done {
                     break; // the epoch-end evaluation and checkpoint come first
                 }
-                if self.cfg().save_every.is_some_and(|k| step % k == 0) {
+                if self
+                    .cfg()
+                    .save_every
+                    .is_some_and(|k| step.is_multiple_of(k))
+                {
                     self.checkpoint()?;
                 }
                 if self.run.stop.load(Ordering::SeqCst) {
