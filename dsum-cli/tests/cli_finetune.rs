@@ -90,6 +90,23 @@ fn config_errors_name_the_key_and_the_file() {
     let e = fails(&["finetune"], &cfg);
     assert!(e.contains("empty.csv") && e.contains("no rows"), "{e}");
 
+    let init = root()
+        .join("tests/fixtures/lora/bart-rslora")
+        .display()
+        .to_string();
+    let cfg = config(
+        tmp.path(),
+        bart,
+        &format!("kind = \"lora\"\ninit_adapter = {init:?}"),
+        "",
+        "",
+    );
+    let e = fails(&["finetune"], &cfg);
+    assert!(
+        e.contains("init_adapter") && e.contains("r 2, alpha 6"),
+        "{e}"
+    );
+
     let cfg = config(tmp.path(), bart, "kind = \"lora\"", "", "");
     let e = fails(&["finetune", "--resume"], &cfg);
     assert!(e.contains("--resume: no checkpoint"), "{e}");

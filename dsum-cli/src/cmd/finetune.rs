@@ -706,6 +706,23 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             &format!("{source}: [method] targets"),
         )?;
     }
+    if let Some(init) = &method.init_adapter {
+        // Training continues the adapter as it is: its rank and alpha must be the run's.
+        let a = dsum_core::lora::adapter::Adapter::load(init)
+            .with_context(|| format!("{source}: [method] init_adapter"))?;
+        anyhow::ensure!(
+            method.kind.is_adapter()
+                && a.config.r == method.lora.r
+                && a.config.alpha == method.lora.alpha
+                && a.config.use_rslora == method.lora.use_rslora,
+            "{source}: [method] init_adapter {} has r {}, alpha {}, use_rslora {}; set the same \
+             values in [method] (kind lora or qlora)",
+            init.display(),
+            a.config.r,
+            a.config.alpha,
+            a.config.use_rslora
+        );
+    }
     let mut model = models::build(&model_dir, &method).with_context(|| {
         format!(
             "cannot build the trainable model from {}",
