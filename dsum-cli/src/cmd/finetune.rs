@@ -844,7 +844,17 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         },
     );
     pb.finish_and_clear();
-    let summary = summary.with_context(|| format!("fine-tuning into {}", out.display()))?;
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            // run.json says why the run ended; the checkpoints already written stay.
+            info_json.status = format!("failed: {e}");
+            let _ = info_json.write(&out);
+            return Err(
+                anyhow::Error::new(e).context(format!("fine-tuning into {}", out.display()))
+            );
+        }
+    };
     info_json.status = match &summary.outcome {
         Outcome::Finished => "finished",
         Outcome::EarlyStopped => "early_stopped",
