@@ -546,6 +546,31 @@ fn early_stopping_on_rouge_with_patience() {
     assert_eq!(s.outcome, Outcome::EarlyStopped);
     assert_eq!(s.steps, 3, "best at step 1, two worse evaluations");
     assert_eq!(s.best_metric, Some(49.0));
+    // max_steps mid-epoch: the final weights are evaluated once more.
+    let cfg2 = TrainConfig {
+        max_steps: Some(2),
+        eval_every: None,
+        ..cfg.clone()
+    };
+    let out2 = tmp.path().join("ms");
+    let mut silent3 = Silent;
+    let mut ev2 = Worse(50.0);
+    let mut run = run_with(
+        &out2,
+        &cfg2,
+        &train_set,
+        Some(&dev),
+        &ex,
+        &mut silent3,
+        &stop,
+    );
+    run.evaluator = Some(&mut ev2);
+    let s2 = train(&mut Bigram::new(1), run).unwrap();
+    assert_eq!(
+        (s2.outcome.clone(), s2.steps, s2.best_metric),
+        (Outcome::Finished, 2, Some(49.0))
+    );
+    assert!(out2.join("checkpoints/step-2").is_dir() && out2.join("best").is_dir());
     let evals: Vec<_> = lines(&out.join("metrics.jsonl"))
         .into_iter()
         .filter(|l| l.get("eval_rouge").is_some())

@@ -199,6 +199,8 @@ struct Loop<'r, 'a> {
     micro: usize,
     /// Step of the last checkpoint written.
     saved: Option<u64>,
+    /// Step of the last evaluation.
+    evaluated: Option<u64>,
     losses: Vec<f64>,
 }
 
@@ -263,6 +265,7 @@ pub fn train(model: &mut dyn Trainable, mut run: Run) -> Result<Summary> {
         tb,
         schedule,
         saved,
+        evaluated: None,
         losses: Vec::new(),
     };
     let outcome = lp.run_loop()?;
@@ -339,6 +342,11 @@ impl Loop<'_, '_> {
                     return self.interrupted();
                 }
             }
+        }
+        // The last weights are evaluated too (max_steps mid-epoch, or eval_every not
+        // dividing the total), so `best/` has seen every candidate.
+        if self.evaluated != Some(self.st.step) {
+            self.eval()?;
         }
         if self.saved != Some(self.st.step) {
             self.checkpoint()?;
@@ -436,6 +444,7 @@ impl Loop<'_, '_> {
         let Some(dev) = self.run.dev else {
             return Ok(false);
         };
+        self.evaluated = Some(self.st.step);
         let mut sum = LossSum::default();
         for chunk in dev.chunks(self.cfg().batch_size) {
             let rows: Vec<&Example> = chunk.iter().collect();
