@@ -21,6 +21,8 @@ enum Verb {
     Screen(cmd::screen::ScreenArgs),
     Morphs(cmd::morphs::MorphsArgs),
     Convert(cmd::convert::ConvertArgs),
+    Finetune(cmd::finetune::FinetuneArgs),
+    Merge(cmd::merge::MergeArgs),
 }
 
 fn main() {
@@ -32,6 +34,8 @@ fn main() {
         Verb::Screen(a) => cmd::screen::run(a),
         Verb::Morphs(a) => cmd::morphs::run(a),
         Verb::Convert(a) => cmd::convert::run(a),
+        Verb::Finetune(a) => cmd::finetune::run(a),
+        Verb::Merge(a) => cmd::merge::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -32,6 +32,9 @@ pub enum Error {
     /// Invalid generation settings or inputs.
     #[error("invalid generation settings: {0}")]
     Generation(String),
+    /// Training stopped (non-finite loss, a checkpoint of another model...).
+    #[error("{0}")]
+    Train(String),
     /// A feature that was not compiled in.
     #[error("{0}")]
     NotCompiled(&'static str),

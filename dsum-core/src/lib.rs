@@ -11,6 +11,7 @@ pub mod generation;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod io;
+pub mod lora;
 pub mod mecab;
 pub mod models;
 pub mod ops;

@@ -8,6 +8,9 @@ use tokenizers::{
 
 use crate::error::{Error, Result};
 
+/// A token's byte range in the encoded text.
+pub type Span = (usize, usize);
+
 pub struct Tokenizer {
     inner: HfTokenizer,
     path: String,
@@ -133,6 +136,19 @@ impl Tokenizer {
                 message: e.to_string(),
             })?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// `encode_plain` with each token's byte span in `text` (`return_offsets_mapping`), for
+    /// cutting a text at a token boundary.
+    pub fn encode_plain_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<Span>)> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
 
     /// Ids of added tokens flagged special (`<s>`, `<|im_end|>`, ...).

@@ -20,8 +20,35 @@ use super::gen_flags::PromptFlags;
 /// Load `--model`: a folder, or a Hub repo id `org/name[@revision]` resolved in the Hugging
 /// Face cache (downloaded when missing).
 pub fn load_model(arg: &Path) -> Result<LoadedModel> {
+    load_model_with_adapter(arg, None)
+}
+
+/// Load `--model` with a PEFT LoRA adapter folder (`--adapter`) merged into its weights
+/// (W += scaling·B·A, as peft's `merge_and_unload`).
+pub fn load_model_with_adapter(arg: &Path, adapter: Option<&Path>) -> Result<LoadedModel> {
     let dir = resolve_model_arg(arg, false)?;
-    LoadedModel::load(&dir).with_context(|| format!("cannot load the model in {}", dir.display()))
+    let Some(adapter_dir) = adapter else {
+        return LoadedModel::load(&dir)
+            .with_context(|| format!("cannot load the model in {}", dir.display()));
+    };
+    anyhow::ensure!(
+        dir.is_dir(),
+        "--adapter needs a model folder (safetensors or pytorch_model.bin), not the file {}",
+        dir.display()
+    );
+    let adapter = dsum_core::lora::adapter::Adapter::load(adapter_dir)
+        .with_context(|| format!("cannot load the adapter in {}", adapter_dir.display()))?;
+    let shown = adapter_dir.display().to_string();
+    LoadedModel::load_with(&dir, |ck| {
+        dsum_core::lora::merge::merge(&ck, &adapter, &shown)
+    })
+    .with_context(|| {
+        format!(
+            "cannot load the model in {} with the adapter {}",
+            dir.display(),
+            adapter_dir.display()
+        )
+    })
 }
 
 /// A local folder wins; otherwise a repo id from the Hub cache, downloading what is missing.

@@ -13,8 +13,8 @@ use dsum_core::io::atomic::{commit, temp_path};
 use serde_json::{json, Value};
 
 use super::common::{
-    apply_allow_scripts, generation_config, interrupt_flag, load_model, progress, prompt_builder,
-    set_threads,
+    apply_allow_scripts, generation_config, interrupt_flag, load_model_with_adapter, progress,
+    prompt_builder, set_threads,
 };
 use super::gen_flags::with_generation_flags;
 use dsum_core::chat::Message;
@@ -27,6 +27,10 @@ with_generation_flags! {
         /// model folder, or Hub repo id `org/name[@revision]` (Hugging Face cache)
         #[argh(option)]
         pub model: PathBuf,
+        /// a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors),
+        /// merged into the model's weights at load
+        #[argh(option)]
+        pub adapter: Option<PathBuf>,
         /// input JSONL: one {"text": ...} or {"input_ids": [...]} per line
         #[argh(option)]
         pub input: PathBuf,
@@ -67,7 +71,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             _ => bail!("{shown}: line {}: expected a JSON object", i + 1),
         }
     }
-    let model = load_model(&args.model)?;
+    let model = load_model_with_adapter(&args.model, args.adapter.as_deref())?;
     let (mut gen, user_max) = generation_config(&model, &kwargs)?;
     let pflags = args.prompt_flags();
     apply_allow_scripts(&model, &mut gen, &pflags, args.quiet)?;

@@ -2,8 +2,10 @@
 
 pub mod common;
 pub mod convert;
+pub mod finetune;
 pub mod gen_flags;
 pub mod generate;
+pub mod merge;
 pub mod morphs;
 pub mod score;
 pub mod screen;

@@ -16,8 +16,8 @@ use dsum_core::models::LoadedModel;
 use dsum_core::prompt::{clean_answer, PromptBuilder};
 
 use super::common::{
-    apply_allow_scripts, generation_config, interrupt_flag, load_model, progress, prompt_builder,
-    set_threads,
+    apply_allow_scripts, generation_config, interrupt_flag, load_model_with_adapter, progress,
+    prompt_builder, set_threads,
 };
 use super::gen_flags::with_generation_flags;
 
@@ -30,6 +30,10 @@ with_generation_flags! {
         /// or Hub repo id `org/name[@revision]` (Hugging Face cache, downloaded if missing)
         #[argh(option)]
         pub model: PathBuf,
+        /// a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors),
+        /// merged into the model's weights at load
+        #[argh(option)]
+        pub adapter: Option<PathBuf>,
         /// input CSV with columns fname and dialogue
         #[argh(option)]
         pub input: PathBuf,
@@ -171,7 +175,7 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     set_threads(args.threads)?;
     let kwargs = args.generation_kwargs()?;
     let rows = read_dialogues(&args.input)?;
-    let model = load_model(&args.model)?;
+    let model = load_model_with_adapter(&args.model, args.adapter.as_deref())?;
     let (mut gen, user_max) = generation_config(&model, &kwargs)?;
     let pflags = args.prompt_flags();
     apply_allow_scripts(&model, &mut gen, &pflags, args.quiet)?;

@@ -42,6 +42,15 @@ fn open_weights(dir: &Path) -> Result<Checkpoint> {
 impl LoadedModel {
     /// Load a model folder, or a `.gguf` file (see [`LoadedModel::load_gguf`]).
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_with(dir, Ok)
+    }
+
+    /// [`LoadedModel::load`] with the folder's checkpoint passed through `weights` first:
+    /// a LoRA adapter merged in, or the weights of a model being trained.
+    pub fn load_with(
+        dir: &Path,
+        weights: impl FnOnce(Checkpoint) -> Result<Checkpoint>,
+    ) -> Result<Self> {
         if dir.is_file()
             && dir
                 .extension()
@@ -82,12 +91,12 @@ impl LoadedModel {
         let model = match model_type {
             "bart" => {
                 let config = BartConfig::from_json(&cfg_text, &cfg_str)?;
-                let ck = open_weights(dir)?;
+                let ck = weights(open_weights(dir)?)?;
                 Model::Bart(Box::new(Bart::load(config, &ck)?))
             }
             "llama" | "mistral" | "qwen2" | "qwen3" => {
                 let config = LlamaConfig::from_json(&cfg_text, &cfg_str)?;
-                let ck = open_weights(dir)?;
+                let ck = weights(open_weights(dir)?)?;
                 Model::Llama(Box::new(Llama::load(config, &ck)?))
             }
             "" => return Err(Error::config(cfg_str, "missing `model_type`")),

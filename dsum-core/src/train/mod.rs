@@ -102,7 +102,23 @@ pub trait Trainable {
     /// checkpoint name: what generation for evaluation and the final export are built from.
     fn merged_weights(&self) -> Result<Vec<(String, Weight)>>;
 }
+
+pub mod clip;
+pub mod data;
 pub mod linear;
+pub mod method;
+pub mod optim;
+pub mod rng;
+pub mod schedule;
+pub mod setup;
+
+#[cfg(feature = "std")]
+pub mod metrics;
 #[cfg(feature = "std")]
 pub mod models;
-pub mod setup;
+#[cfg(feature = "std")]
+pub mod state;
+#[cfg(feature = "std")]
+pub mod tensorboard;
+#[cfg(feature = "std")]
+pub mod trainer;
