@@ -25,7 +25,7 @@ fn setup(seed: u64, rslora: bool) -> Setup {
     Setup {
         kind: Kind::Lora,
         r: 4,
-        alpha: 8.0,
+        alpha: 8.0f64,
         dropout: 0.1,
         targets: vec!["all-linear".into()],
         use_rslora: rslora,

@@ -20,7 +20,7 @@ fn setup(kind: Kind) -> Setup {
     Setup {
         kind,
         r: 3,
-        alpha: 6.0,
+        alpha: 6.0f64,
         dropout: 0.0,
         targets: vec!["all-linear".into()],
         use_rslora: false,

@@ -46,7 +46,7 @@ fn setup(cfg: &Value) -> Setup {
     Setup {
         kind,
         r: m["r"].as_u64().unwrap_or(8) as usize,
-        alpha: m["alpha"].as_f64().unwrap_or(16.0) as f32,
+        alpha: m["alpha"].as_f64().unwrap_or(16.0),
         dropout: m["dropout"].as_f64().unwrap_or(0.0) as f32,
         targets: m["targets"]
             .as_array()

@@ -32,21 +32,6 @@ use super::common::{interrupt_flag, set_threads};
 use super::gen_flags::PromptFlags;
 use super::summarize::Summarizer;
 
-/// The trainable-model factory. A stand-in until `dsum_core::train::models::build` lands
-/// (the integrator replaces this module with that function).
-mod models {
-    use dsum_core::train::method::MethodSpec;
-    use dsum_core::train::Trainable;
-    pub fn build(
-        _model_dir: &std::path::Path,
-        _method: &MethodSpec,
-    ) -> dsum_core::Result<Box<dyn Trainable>> {
-        Err(dsum_core::Error::NotCompiled(
-            "trainable models are not yet available in this build of dsum (dsum_core::train::models)",
-        ))
-    }
-}
-
 /// fine-tune a model (LoRA, QLoRA or full) on a competition CSV
 #[derive(FromArgs)]
 #[argh(subcommand, name = "finetune")]
@@ -723,12 +708,13 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             a.config.use_rslora
         );
     }
-    let mut model = models::build(&model_dir, &method).with_context(|| {
-        format!(
-            "cannot build the trainable model from {}",
-            model_dir.display()
-        )
-    })?;
+    let mut model = dsum_core::train::models::build_method(&model_dir, &method, cfg.train.seed)
+        .with_context(|| {
+            format!(
+                "cannot build the trainable model from {}",
+                model_dir.display()
+            )
+        })?;
 
     let mut evaluator = match (&dev_rows, cfg.eval.rouge) {
         (Some(rows), true) => {

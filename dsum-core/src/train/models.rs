@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use super::setup::Setup;
+use super::method::{MethodKind, MethodSpec};
+use super::setup::{Kind, Quantizer, Setup};
 use super::Trainable;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
@@ -74,4 +75,46 @@ pub fn build(path: &Path, setup: &Setup) -> Result<Box<dyn Trainable>> {
             setup,
         )?),
     })
+}
+
+/// The QLoRA base quantizer of this build (None until NF4 is compiled in).
+fn quantizer() -> Option<Quantizer> {
+    None
+}
+
+/// [`build`] from a finetune config's `[method]`; `seed` initializes fresh LoRA A matrices.
+pub fn build_method(path: &Path, method: &MethodSpec, seed: u64) -> Result<Box<dyn Trainable>> {
+    let init_adapter = match &method.init_adapter {
+        Some(dir) => {
+            let f = dir.join("adapter_model.safetensors");
+            let bytes = crate::io::checkpoint::read_shared(&f)?;
+            Some(Checkpoint::from_files(vec![(
+                f.display().to_string(),
+                bytes,
+            )])?)
+        }
+        None => None,
+    };
+    let l = &method.lora;
+    let setup = Setup {
+        kind: match method.kind {
+            MethodKind::Lora => Kind::Lora,
+            MethodKind::Qlora => Kind::Qlora,
+            MethodKind::Full => Kind::Full,
+        },
+        r: l.r,
+        alpha: l.alpha,
+        dropout: l.dropout,
+        targets: match &l.targets {
+            crate::lora::config::Targets::AllLinear => vec!["all-linear".to_string()],
+            crate::lora::config::Targets::Names(n) => n.clone(),
+        },
+        use_rslora: l.use_rslora,
+        init_adapter,
+        nf4_blocksize: method.nf4_blocksize,
+        double_quant: method.double_quant,
+        quantizer: quantizer(),
+        seed,
+    };
+    build(path, &setup)
 }

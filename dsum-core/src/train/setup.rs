@@ -19,7 +19,7 @@ pub type Quantizer = fn(&[f32], usize, usize, usize, bool) -> Result<Box<dyn Qua
 pub struct Setup {
     pub kind: Kind,
     pub r: usize,
-    pub alpha: f32,
+    pub alpha: f64,
     pub dropout: f32,
     /// Module short names (`q_proj`, `fc1`, …) or `all-linear`.
     pub targets: Vec<String>,
@@ -35,10 +35,11 @@ pub struct Setup {
 
 impl Setup {
     pub fn scaling(&self) -> f32 {
+        // peft computes the factor in Python floats, then applies it in f32.
         if self.use_rslora {
-            self.alpha / (self.r as f32).sqrt()
+            (self.alpha / (self.r as f64).sqrt()) as f32
         } else {
-            self.alpha / self.r as f32
+            (self.alpha / self.r as f64) as f32
         }
     }
 
