@@ -1,7 +1,7 @@
 //! `generate` and `summarize` with Llama-family fixture models: chat-template prompts,
 //! `{"messages": ...}` input lines, script blocking.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -154,4 +154,57 @@ fn a_model_without_chat_template_is_a_clear_error_unless_plain_prompts_are_asked
     assert!(!out.exists());
     let o = run(&["--no-chat-template"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn a_gguf_converted_to_a_folder_generates_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"hello there\"}]}\n",
+    )
+    .unwrap();
+    let gguf = root().join("tests/fixtures/gguf/tiny-llama.gguf");
+    let folder = dir.path().join("hf");
+    let o = Command::new(env!("CARGO_BIN_EXE_dsum-cli"))
+        .args(["convert", "--quiet", "--model"])
+        .arg(&gguf)
+        .arg("--output")
+        .arg(&folder)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors",
+    ] {
+        assert!(folder.join(f).is_file(), "{f}");
+    }
+    let gen = |model: &Path, out: &str| {
+        let out = dir.path().join(out);
+        let o = Command::new(env!("CARGO_BIN_EXE_dsum-cli"))
+            .args([
+                "generate",
+                "--quiet",
+                "--max-new-tokens",
+                "6",
+                "--num-beams",
+                "2",
+                "--model",
+            ])
+            .arg(model)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap();
+        (v["prompt"].clone(), v["sequences"].clone())
+    };
+    assert_eq!(gen(&gguf, "a.jsonl"), gen(&folder, "b.jsonl"));
 }

@@ -9,7 +9,8 @@ use argh::FromArgs;
 
 use super::common::resolve_model_arg;
 
-/// convert a model's weights (pytorch_model.bin, sharded or not) to model.safetensors
+/// convert a model's weights (pytorch_model.bin, sharded or not, or a .gguf file) to a
+/// model.safetensors folder
 #[derive(FromArgs)]
 #[argh(subcommand, name = "convert")]
 pub struct ConvertArgs {
@@ -26,7 +27,16 @@ pub struct ConvertArgs {
 
 pub fn run(args: ConvertArgs) -> Result<()> {
     let dir = resolve_model_arg(&args.model, args.quiet)?;
-    let s = dsum_core::io::convert::convert_dir(&dir, &args.output).with_context(|| {
+    let gguf = dir.is_file()
+        && dir
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    let converted = if gguf {
+        dsum_core::io::convert::convert_gguf(&dir, &args.output)
+    } else {
+        dsum_core::io::convert::convert_dir(&dir, &args.output)
+    };
+    let s = converted.with_context(|| {
         format!(
             "cannot convert {} into {}",
             dir.display(),

@@ -82,6 +82,57 @@ pub fn convert_dir(dir: &Path, out: &Path) -> Result<ConvertSummary> {
 /// Convert from any tensor source (a GGUF reader hands its [`Checkpoint`] here), carrying the
 /// side files of `dir`.
 pub fn convert_with(src: &dyn TensorSource, dir: &Path, out: &Path) -> Result<ConvertSummary> {
+    let mut side = Vec::new();
+    for f in CARRIED_FILES {
+        let from = dir.join(f);
+        if from.is_file() {
+            let bytes =
+                std::fs::read(&from).map_err(|e| Error::io(from.display().to_string(), e))?;
+            side.push((f.to_string(), bytes));
+        }
+    }
+    write_folder(src, side, out)
+}
+
+/// A Llama-family `.gguf` file as a transformers model folder: weights dequantized to f32
+/// under their Hugging Face names (as transformers' `gguf_file=` loads them), `config.json`
+/// and the tokenizer files rebuilt from the metadata (chat template included).
+pub fn convert_gguf(path: &Path, out: &Path) -> Result<ConvertSummary> {
+    use super::gguf::{hf, tokenizer, GgufFile};
+    let g = GgufFile::open(path)?;
+    let config = hf::llama_config(&g)?;
+    let ck = hf::checkpoint(&g, &config)?;
+    let tok = tokenizer::from_gguf(&g)?;
+    let pretty =
+        |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("JSON values always serialize");
+    let mut generation = serde_json::Map::new();
+    for (k, v) in [
+        ("bos_token_id", tok.bos_token_id),
+        ("eos_token_id", tok.eos_token_id),
+        ("pad_token_id", tok.pad_token_id),
+    ] {
+        if let Some(v) = v {
+            generation.insert(k.to_string(), v.into());
+        }
+    }
+    let side = vec![
+        ("config.json".to_string(), pretty(&hf::config_json(&g)?)),
+        (
+            "generation_config.json".to_string(),
+            pretty(&generation.into()),
+        ),
+        ("tokenizer.json".to_string(), tok.json.into_bytes()),
+        ("tokenizer_config.json".to_string(), tok.config.into_bytes()),
+    ];
+    write_folder(&ck, side, out)
+}
+
+/// Write `model.safetensors` from `src` plus the `side` files into `out`, all or nothing.
+fn write_folder(
+    src: &dyn TensorSource,
+    side: Vec<(String, Vec<u8>)>,
+    out: &Path,
+) -> Result<ConvertSummary> {
     let shown = out.display().to_string();
     if out.exists() {
         let empty = std::fs::read_dir(out)
@@ -101,13 +152,10 @@ pub fn convert_with(src: &dyn TensorSource, dir: &Path, out: &Path) -> Result<Co
     let built = (|| -> Result<ConvertSummary> {
         let (tensors, bytes) = write_safetensors(src, &tmp.join("model.safetensors"))?;
         let mut copied = Vec::new();
-        for f in CARRIED_FILES {
-            let from = dir.join(f);
-            if from.is_file() {
-                std::fs::copy(&from, tmp.join(f))
-                    .map_err(|e| Error::io(from.display().to_string(), e))?;
-                copied.push(f.to_string());
-            }
+        for (f, bytes) in &side {
+            let to = tmp.join(f);
+            std::fs::write(&to, bytes).map_err(|e| Error::io(to.display().to_string(), e))?;
+            copied.push(f.clone());
         }
         Ok(ConvertSummary {
             source: src.source_path(),
