@@ -21,6 +21,7 @@ enum Verb {
     Screen(cmd::screen::ScreenArgs),
     Morphs(cmd::morphs::MorphsArgs),
     Convert(cmd::convert::ConvertArgs),
+    Nf4(cmd::nf4::Nf4Args),
 }
 
 fn main() {
@@ -32,6 +33,7 @@ fn main() {
         Verb::Screen(a) => cmd::screen::run(a),
         Verb::Morphs(a) => cmd::morphs::run(a),
         Verb::Convert(a) => cmd::convert::run(a),
+        Verb::Nf4(a) => cmd::nf4::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -32,6 +32,9 @@ pub enum Error {
     /// Invalid generation settings or inputs.
     #[error("invalid generation settings: {0}")]
     Generation(String),
+    /// Invalid NF4 / bitsandbytes quantization input (blocksize, shape, values).
+    #[error("NF4: {0}")]
+    Quant(String),
     /// A feature that was not compiled in.
     #[error("{0}")]
     NotCompiled(&'static str),

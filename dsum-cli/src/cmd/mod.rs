@@ -5,6 +5,7 @@ pub mod convert;
 pub mod gen_flags;
 pub mod generate;
 pub mod morphs;
+pub mod nf4;
 pub mod score;
 pub mod screen;
 pub mod summarize;
