@@ -122,7 +122,11 @@ pub fn to_bnb_tensors(name: &str, t: &Nf4Tensor) -> Vec<(String, RawTensor)> {
     let mut out = Vec::with_capacity(6);
     out.push((
         name.to_string(),
-        RawTensor::owned(Dtype::U8, std::vec![t.packed().len(), 1], t.packed().to_vec()),
+        RawTensor::owned(
+            Dtype::U8,
+            std::vec![t.packed().len(), 1],
+            t.packed().to_vec(),
+        ),
     ));
     match t.absmax() {
         Absmax::Plain(a) => out.push((format!("{name}.absmax"), f32_tensor(a))),
@@ -133,8 +137,14 @@ pub fn to_bnb_tensors(name: &str, t: &Nf4Tensor) -> Vec<(String, RawTensor)> {
     }
     out.push((format!("{name}.quant_map"), f32_tensor(&NF4_CODE)));
     if let Absmax::Double(d) = t.absmax() {
-        out.push((format!("{name}.nested_absmax"), f32_tensor(&d.nested_absmax)));
-        out.push((format!("{name}.nested_quant_map"), f32_tensor(&d.nested_code)));
+        out.push((
+            format!("{name}.nested_absmax"),
+            f32_tensor(&d.nested_absmax),
+        ));
+        out.push((
+            format!("{name}.nested_quant_map"),
+            f32_tensor(&d.nested_code),
+        ));
     }
     let json = quant_state_json(t).into_bytes();
     out.push((
@@ -176,31 +186,46 @@ pub fn from_bnb(src: &dyn TensorSource, name: &str) -> Result<Nf4Tensor> {
     let qmap_name = format!("{name}.quant_map");
     let qmap = read_f32(src, &qmap_name)?;
     if qmap.len() != 16 {
-        return Err(err(&qmap_name, format!("{} values (expected the 16 NF4 codes)", qmap.len())));
+        return Err(err(
+            &qmap_name,
+            format!("{} values (expected the 16 NF4 codes)", qmap.len()),
+        ));
     }
     let absmax = match &state.nested {
         None => {
             let a = read_f32(src, &absmax_name)?;
             if a.len() != blocks {
-                return Err(err(&absmax_name, format!("{} values, expected {blocks} (one per block)", a.len())));
+                return Err(err(
+                    &absmax_name,
+                    format!("{} values, expected {blocks} (one per block)", a.len()),
+                ));
             }
             Absmax::Plain(a)
         }
         Some((nested_blocksize, offset)) => {
             let codes = read_u8(src, &absmax_name)?;
             if codes.len() != blocks {
-                return Err(err(&absmax_name, format!("{} codes, expected {blocks} (one per block)", codes.len())));
+                return Err(err(
+                    &absmax_name,
+                    format!("{} codes, expected {blocks} (one per block)", codes.len()),
+                ));
             }
             let nested_name = format!("{name}.nested_absmax");
             let nested_absmax = read_f32(src, &nested_name)?;
             let want = blocks.div_ceil(*nested_blocksize);
             if nested_absmax.len() != want {
-                return Err(err(&nested_name, format!("{} values, expected {want}", nested_absmax.len())));
+                return Err(err(
+                    &nested_name,
+                    format!("{} values, expected {want}", nested_absmax.len()),
+                ));
             }
             let map_name = format!("{name}.nested_quant_map");
             let nested_code = read_f32(src, &map_name)?;
             if nested_code.len() != 256 {
-                return Err(err(&map_name, format!("{} values, expected 256", nested_code.len())));
+                return Err(err(
+                    &map_name,
+                    format!("{} values, expected 256", nested_code.len()),
+                ));
             }
             Absmax::Double(DoubleQuant {
                 codes,
@@ -225,8 +250,8 @@ struct QuantState {
 }
 
 fn parse_quant_state(bytes: &[u8]) -> core::result::Result<QuantState, String> {
-    let v: Value = serde_json::from_slice(bytes)
-        .map_err(|e| format!("quant_state is not valid JSON: {e}"))?;
+    let v: Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("quant_state is not valid JSON: {e}"))?;
     let obj = v
         .as_object()
         .ok_or_else(|| "quant_state is not a JSON object".to_string())?;
@@ -257,15 +282,18 @@ fn parse_quant_state(bytes: &[u8]) -> core::result::Result<QuantState, String> {
     let blocksize = uint("blocksize")?;
     super::nf4::check_blocksize(blocksize).map_err(|e| e.to_string())?;
     let dtype_name = field("dtype")?.as_str().unwrap_or("");
-    let dtype = Nf4Dtype::from_name(dtype_name)
-        .ok_or_else(|| format!("quant_state dtype `{dtype_name}` is not float32, float16 or bfloat16"))?;
+    let dtype = Nf4Dtype::from_name(dtype_name).ok_or_else(|| {
+        format!("quant_state dtype `{dtype_name}` is not float32, float16 or bfloat16")
+    })?;
     let shape = field("shape")?
         .as_array()
         .ok_or_else(|| "quant_state `shape` is not a list".to_string())?
         .iter()
         .map(|d| d.as_u64().and_then(|x| usize::try_from(x).ok()))
         .collect::<Option<Vec<usize>>>()
-        .ok_or_else(|| "quant_state `shape` holds something other than non-negative integers".to_string())?;
+        .ok_or_else(|| {
+            "quant_state `shape` holds something other than non-negative integers".to_string()
+        })?;
     let nested = if obj.contains_key("nested_offset")
         || obj.contains_key("nested_blocksize")
         || obj.contains_key("nested_dtype")
@@ -429,17 +457,29 @@ pub fn dequantize_file(input: &std::path::Path, output: &std::path::Path) -> Res
         let t = from_bnb(&src, name)?;
         let values = t.dequantize();
         let (dtype, bytes): (Dtype, Vec<u8>) = match t.dtype() {
-            Nf4Dtype::F32 => (Dtype::F32, values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            Nf4Dtype::F32 => (
+                Dtype::F32,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
             Nf4Dtype::F16 => (
                 Dtype::F16,
-                values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+                values
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
             ),
             Nf4Dtype::BF16 => (
                 Dtype::BF16,
-                values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+                values
+                    .iter()
+                    .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                    .collect(),
             ),
         };
-        out.push((name.clone(), RawTensor::owned(dtype, t.shape().to_vec(), bytes)));
+        out.push((
+            name.clone(),
+            RawTensor::owned(dtype, t.shape().to_vec(), bytes),
+        ));
         summary.converted += 1;
     }
     write_file(output, &out)?;

@@ -78,7 +78,11 @@ fn lut_index(v: f32) -> usize {
 
 /// `quantize_blockwise(data, code, blocksize)` on CPU: per block the absmax (0 for an all-zero
 /// block, whose codes are then all 0) and one code index per value.
-pub fn quantize_blockwise(data: &[f32], code: &[f32; 256], blocksize: usize) -> (Vec<u8>, Vec<f32>) {
+pub fn quantize_blockwise(
+    data: &[f32],
+    code: &[f32; 256],
+    blocksize: usize,
+) -> (Vec<u8>, Vec<f32>) {
     let lut = build_lut(code);
     let mut codes = Vec::with_capacity(data.len());
     let mut absmax = Vec::with_capacity(data.len().div_ceil(blocksize));
@@ -96,7 +100,12 @@ pub fn quantize_blockwise(data: &[f32], code: &[f32; 256], blocksize: usize) -> 
 }
 
 /// `dequantize_blockwise`: `code[q] * absmax[block]`.
-pub fn dequantize_blockwise(codes: &[u8], absmax: &[f32], code: &[f32], blocksize: usize) -> Vec<f32> {
+pub fn dequantize_blockwise(
+    codes: &[u8],
+    absmax: &[f32],
+    code: &[f32],
+    blocksize: usize,
+) -> Vec<f32> {
     codes
         .iter()
         .enumerate()

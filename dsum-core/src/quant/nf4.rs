@@ -148,7 +148,12 @@ pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
 impl Nf4Tensor {
     /// Quantize `data` (row-major, `shape`) like `bitsandbytes.functional.quantize_4bit(A,
     /// blocksize, compress_statistics=double_quant, quant_type="nf4")` on CPU.
-    pub fn quantize(data: &[f32], shape: Vec<usize>, blocksize: usize, double_quant: bool) -> Result<Self> {
+    pub fn quantize(
+        data: &[f32],
+        shape: Vec<usize>,
+        blocksize: usize,
+        double_quant: bool,
+    ) -> Result<Self> {
         check_blocksize(blocksize)?;
         let numel = checked_numel(&shape)
             .ok_or_else(|| Error::Quant(format!("shape {shape:?} overflows")))?;
@@ -159,7 +164,9 @@ impl Nf4Tensor {
             )));
         }
         if numel == 0 {
-            return Err(Error::Quant(format!("cannot quantize an empty tensor (shape {shape:?})")));
+            return Err(Error::Quant(format!(
+                "cannot quantize an empty tensor (shape {shape:?})"
+            )));
         }
         if let Some(i) = data.iter().position(|x| !x.is_finite()) {
             return Err(Error::Quant(format!(
@@ -176,14 +183,25 @@ impl Nf4Tensor {
             let m = block.iter().fold(0f32, |m, x| m.max(x.abs()));
             absmax.push(m);
             let inv = 1.0 / m.max(MIN_ABSMAX);
-            codes.extend(block.iter().map(|x| nearest_code((x * inv).clamp(-1.0, 1.0), &bounds)));
+            codes.extend(
+                block
+                    .iter()
+                    .map(|x| nearest_code((x * inv).clamp(-1.0, 1.0), &bounds)),
+            );
         }
         if full < numel {
             // The partial last block divides instead, and stores the clamped absmax.
             let block = &data[full..];
-            let m = block.iter().fold(0f32, |m, x| m.max(x.abs())).max(MIN_ABSMAX);
+            let m = block
+                .iter()
+                .fold(0f32, |m, x| m.max(x.abs()))
+                .max(MIN_ABSMAX);
             absmax.push(m);
-            codes.extend(block.iter().map(|x| nearest_code((x / m).clamp(-1.0, 1.0), &bounds)));
+            codes.extend(
+                block
+                    .iter()
+                    .map(|x| nearest_code((x / m).clamp(-1.0, 1.0), &bounds)),
+            );
         }
         if codes.len() % 2 == 1 {
             codes.push(nearest_code(0.0, &bounds));

@@ -90,7 +90,10 @@ impl Nf4Tensor {
         #[cfg(feature = "rayon")]
         {
             use rayon::prelude::*;
-            out_t.par_chunks_mut(DOT_ROWS * m).enumerate().for_each(work);
+            out_t
+                .par_chunks_mut(DOT_ROWS * m)
+                .enumerate()
+                .for_each(work);
         }
         #[cfg(not(feature = "rayon"))]
         out_t.chunks_mut(DOT_ROWS * m).enumerate().for_each(work);
@@ -182,7 +185,9 @@ mod tests {
     use crate::ops::matmul::linear_naive;
 
     fn weight(n: usize, k: usize) -> Nf4Tensor {
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
         Nf4Tensor::quantize(&w, std::vec![n, k], 32, true).unwrap()
     }
 
@@ -191,13 +196,18 @@ mod tests {
         for (m, n, k) in [(1, 5, 33), (3, 7, 64), (20, 9, 40), (17, 130, 3)] {
             let t = weight(n, k);
             let w = t.dequantize();
-            let x: Vec<f32> = (0..m * k).map(|i| ((i * 13 % 17) as f32 - 8.0) / 8.0).collect();
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 13 % 17) as f32 - 8.0) / 8.0)
+                .collect();
             let mut got = std::vec![0f32; m * n];
             let mut want = std::vec![0f32; m * n];
             t.matmul(&mut got, &x, m);
             linear_naive(&mut want, &x, &w, None, m, k, n);
             for (a, b) in got.iter().zip(&want) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b} (m={m} n={n} k={k})");
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{a} vs {b} (m={m} n={n} k={k})"
+                );
             }
         }
     }
