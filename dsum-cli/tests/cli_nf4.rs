@@ -228,7 +228,8 @@ fn bad_input_names_the_file() {
     // A 4-bit checkpoint whose quant_state JSON is garbage.
     let nf4 = open(&fixtures().join("tiny-llama-nf4/model.safetensors"));
     let broken = tmp.path().join("broken.safetensors");
-    let name = "model.layers.1.mlp.up_proj.weight.quant_state.bitsandbytes__nf4";
+    let name = "model.layers.0.mlp.up_proj.weight.quant_state.bitsandbytes__nf4";
+    assert!(nf4.contains(name));
     let src = Filtered {
         inner: &nf4,
         keep: |_| true,

@@ -386,7 +386,7 @@ fn write_file(output: &std::path::Path, tensors: &[(String, RawTensor)]) -> Resu
 
 /// Quantize every floating tensor (F32, F16, BF16) of the safetensors file `input` to NF4 in
 /// bitsandbytes' layout and write `output`; tensors whose name contains one of `exclude`, other
-/// dtypes, and 4-bit weights already in the file are copied unchanged.
+/// dtypes, empty tensors and 4-bit weights already in the file are copied unchanged.
 #[cfg(feature = "std")]
 pub fn quantize_file(
     input: &std::path::Path,
@@ -416,7 +416,8 @@ pub fn quantize_file(
                 continue;
             }
         };
-        if keep {
+        // An empty tensor has no blocks to quantize: bitsandbytes-compatible files keep it as is.
+        if keep || raw.shape.contains(&0) {
             summary.copied += 1;
             out.push((name.clone(), raw));
             continue;
