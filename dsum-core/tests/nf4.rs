@@ -154,7 +154,10 @@ fn transformers_loads_what_dsum_writes() {
 }
 
 /// A TensorSource over in-memory tensors, to feed the reader broken checkpoints.
-struct Mem(HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>);
+/// dtype, shape, bytes.
+type Stored = (Dtype, Vec<usize>, Vec<u8>);
+
+struct Mem(HashMap<String, Stored>);
 
 impl Mem {
     fn from(tensors: Vec<(String, RawTensor)>) -> Self {
@@ -191,7 +194,7 @@ fn broken_bnb_tensors_are_errors_naming_the_file() {
     assert_eq!(from_bnb(&good, "w").unwrap(), t);
     let state = "w.quant_state.bitsandbytes__nf4";
     let json = |s: &str| (Dtype::U8, vec![s.len()], s.as_bytes().to_vec());
-    let breakers: Vec<(&str, (Dtype, Vec<usize>, Vec<u8>))> = vec![
+    let breakers: Vec<(&str, Stored)> = vec![
         (state, json("garbage")),
         (state, json("{\"quant_type\": \"nf4\"}")),
         (state, (Dtype::F32, vec![1], vec![0; 4])),

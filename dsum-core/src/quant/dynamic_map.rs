@@ -195,9 +195,10 @@ fn multi_row_sum<T: Copy, const R: usize>(
             i += 1;
         }
         for j in 1..LEVELS {
-            for k in 0..R {
-                acc[j][k] = add(acc[j][k], acc[j - 1][k]);
-                acc[j - 1][k] = zero;
+            let (lower, upper) = acc.split_at_mut(j);
+            for (hi, lo) in upper[0].iter_mut().zip(lower[j - 1].iter_mut()) {
+                *hi = add(*hi, *lo);
+                *lo = zero;
             }
             if i & (level_mask << (j * level_power)) != 0 {
                 break;
@@ -210,12 +211,13 @@ fn multi_row_sum<T: Copy, const R: usize>(
         }
         i += 1;
     }
-    for j in 1..LEVELS {
-        for k in 0..R {
-            acc[0][k] = add(acc[0][k], acc[j][k]);
+    let (first, rest) = acc.split_at_mut(1);
+    for level in rest.iter() {
+        for (a, b) in first[0].iter_mut().zip(level) {
+            *a = add(*a, *b);
         }
     }
-    acc[0]
+    first[0]
 }
 
 /// Double-quantized block statistics: `absmax[i] = nested_code[codes[i]] *

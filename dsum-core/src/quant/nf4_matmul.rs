@@ -23,7 +23,7 @@ impl Nf4Tensor {
     /// `(N, K)`: the first dimension and the product of the others.
     fn rows_cols(&self) -> (usize, usize) {
         let n = self.shape().first().copied().unwrap_or(1);
-        let k = if n == 0 { 0 } else { self.numel() / n };
+        let k = self.numel().checked_div(n).unwrap_or(0);
         (n, k)
     }
 
