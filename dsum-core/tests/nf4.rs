@@ -11,7 +11,7 @@ use dsum_core::io::checkpoint::{read_shared, Checkpoint};
 use dsum_core::io::raw_tensor::{RawTensor, TensorSource};
 use dsum_core::ops::matmul::linear_naive;
 use dsum_core::quant::bnb_state::{from_bnb, nf4_weight_names, to_bnb_tensors};
-use dsum_core::quant::dynamic_map::dynamic_map_signed;
+use dsum_core::quant::dynamic_map::{dynamic_map_signed, torch_mean_f32, torch_sum_f32};
 use dsum_core::quant::{Nf4Dtype, Nf4Tensor, NF4_BLOCKSIZES, NF4_CODE};
 use dsum_core::Error;
 use proptest::prelude::*;
@@ -122,6 +122,29 @@ fn dynamic_map_matches_bitsandbytes() {
         got.map(f32::to_bits).to_vec(),
         want.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn torch_sum_and_mean_match_torch() {
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("sums.json")).unwrap()).unwrap();
+    let lengths: Vec<usize> = v["lengths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
+    let n = *lengths.iter().max().unwrap();
+    // The same vector as the script's `sum_input`.
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 1000 + 1) as f32 / 997.0)
+        .collect();
+    for (j, &len) in lengths.iter().enumerate() {
+        let sum = v["sums"][j].as_f64().unwrap() as f32;
+        let mean = v["means"][j].as_f64().unwrap() as f32;
+        assert_eq!(torch_sum_f32(&x[..len]), sum, "sum of {len}");
+        assert_eq!(torch_mean_f32(&x[..len]), mean, "mean of {len}");
+    }
 }
 
 #[test]
