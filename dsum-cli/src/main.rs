@@ -23,6 +23,7 @@ enum Verb {
     Convert(cmd::convert::ConvertArgs),
     Finetune(cmd::finetune::FinetuneArgs),
     Merge(cmd::merge::MergeArgs),
+    Nf4(cmd::nf4::Nf4Args),
 }
 
 fn main() {
@@ -36,6 +37,7 @@ fn main() {
         Verb::Convert(a) => cmd::convert::run(a),
         Verb::Finetune(a) => cmd::finetune::run(a),
         Verb::Merge(a) => cmd::merge::run(a),
+        Verb::Nf4(a) => cmd::nf4::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -35,6 +35,9 @@ pub enum Error {
     /// Training stopped (non-finite loss, a checkpoint of another model...).
     #[error("{0}")]
     Train(String),
+    /// Invalid NF4 / bitsandbytes quantization input (blocksize, shape, values).
+    #[error("NF4: {0}")]
+    Quant(String),
     /// A feature that was not compiled in.
     #[error("{0}")]
     NotCompiled(&'static str),

@@ -16,6 +16,7 @@ pub mod mecab;
 pub mod models;
 pub mod ops;
 pub mod prompt;
+pub mod quant;
 pub mod rouge;
 pub mod tensor;
 pub mod tokenizer;
