@@ -144,3 +144,8 @@ fn lora_bart_trajectory_matches_peft() {
 fn full_bart_trajectory_matches_torch() {
     run_case("full-bart");
 }
+
+#[test]
+fn qlora_llama_trajectory_matches_peft_bitsandbytes() {
+    run_case("qlora-llama");
+}

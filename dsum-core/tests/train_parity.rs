@@ -56,7 +56,7 @@ fn setup(cfg: &Value) -> Setup {
         init_adapter: init,
         nf4_blocksize: m["nf4_blocksize"].as_u64().unwrap_or(64) as usize,
         double_quant: m["double_quant"].as_bool().unwrap_or(true),
-        quantizer: None,
+        quantizer: Some(dsum_core::train::setup::nf4_quantizer),
         seed: 0,
     }
 }
@@ -205,4 +205,29 @@ fn lora_bart_first_step_matches_peft() {
 #[test]
 fn full_bart_first_step_matches_torch() {
     first_step("full-bart");
+}
+
+#[test]
+fn qlora_llama_first_step_matches_peft_bitsandbytes() {
+    first_step("qlora-llama");
+}
+
+#[test]
+fn qlora_base_quantizes_to_the_bitsandbytes_bytes() {
+    use dsum_core::quant::bnb_state::{from_bnb, nf4_weight_names};
+    use dsum_core::quant::nf4::Nf4Tensor;
+    let nf4 = safetensors(&case_dir("qlora-llama").join("nf4_base.safetensors"));
+    let base =
+        Checkpoint::open_dir(&root().join("tests/fixtures/llama/models/llama-tied")).unwrap();
+    let names = nf4_weight_names(nf4.names());
+    assert_eq!(names.len(), 14, "2 layers x 7 linear layers");
+    for w in names {
+        let theirs = from_bnb(&nf4, &w).unwrap();
+        let shape = theirs.shape().to_vec();
+        let data = base.get(&w, &shape).unwrap();
+        let ours = Nf4Tensor::quantize(&data, shape, 64, true)
+            .unwrap()
+            .with_dtype(theirs.dtype());
+        assert!(ours == theirs, "{w}: NF4 bytes differ from bitsandbytes");
+    }
 }

@@ -77,11 +77,6 @@ pub fn build(path: &Path, setup: &Setup) -> Result<Box<dyn Trainable>> {
     })
 }
 
-/// The QLoRA base quantizer of this build (None until NF4 is compiled in).
-fn quantizer() -> Option<Quantizer> {
-    None
-}
-
 /// [`build`] from a finetune config's `[method]`; `seed` initializes fresh LoRA A matrices.
 pub fn build_method(path: &Path, method: &MethodSpec, seed: u64) -> Result<Box<dyn Trainable>> {
     let init_adapter = match &method.init_adapter {
@@ -113,7 +108,7 @@ pub fn build_method(path: &Path, method: &MethodSpec, seed: u64) -> Result<Box<d
         init_adapter,
         nf4_blocksize: method.nf4_blocksize,
         double_quant: method.double_quant,
-        quantizer: quantizer(),
+        quantizer: Some(super::setup::nf4_quantizer as Quantizer),
         seed,
     };
     build(path, &setup)

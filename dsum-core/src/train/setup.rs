@@ -183,3 +183,30 @@ pub fn make_linear(
         out,
     })
 }
+
+/// QLoRA's frozen base: bitsandbytes-compatible NF4, multiplied by the fused kernels.
+impl QuantizedWeight for crate::quant::nf4::Nf4Tensor {
+    fn matmul(&self, out: &mut [f32], x: &[f32], m: usize) {
+        crate::quant::nf4::Nf4Tensor::matmul(self, out, x, m)
+    }
+    fn matmul_t_acc(&self, dx: &mut [f32], dy: &[f32], m: usize) {
+        let mut t = vec![0f32; dx.len()];
+        self.matmul_t(&mut t, dy, m);
+        dx.iter_mut().zip(&t).for_each(|(a, b)| *a += b);
+    }
+    fn dequantize(&self) -> Vec<f32> {
+        crate::quant::nf4::Nf4Tensor::dequantize(self)
+    }
+}
+
+/// The [`Quantizer`] for QLoRA: NF4 with bitsandbytes' blocking and double quantization.
+pub fn nf4_quantizer(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    blocksize: usize,
+    double_quant: bool,
+) -> Result<Box<dyn QuantizedWeight>> {
+    let t = crate::quant::nf4::Nf4Tensor::quantize(w, vec![n, k], blocksize, double_quant)?;
+    Ok(Box::new(t))
+}
