@@ -91,6 +91,13 @@ mod bindings {
         })
     }
 
+    /// The rows of a dialogues CSV (`fname`, `dialogue`) as a JSON list.
+    #[wasm_bindgen]
+    pub fn dialogues(name: &str, bytes: &[u8]) -> Result<String, JsError> {
+        let v = crate::summarize::read_dialogues(name, bytes).map_err(js_err)?;
+        Ok(v.to_string())
+    }
+
     /// A loaded model.
     #[wasm_bindgen]
     pub struct Summarizer {

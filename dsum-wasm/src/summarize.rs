@@ -60,6 +60,20 @@ pub fn load(name: &str, files: Vec<(String, Vec<u8>)>) -> Result<LoadedModel> {
     Ok(LoadedModel::from_files(name, &map)?)
 }
 
+/// The rows of a dialogues CSV (`fname`, `dialogue`, as `dsum-cli summarize --input`),
+/// as a JSON list of `{fname, dialogue}`.
+pub fn read_dialogues(name: &str, bytes: &[u8]) -> Result<Value> {
+    let t = dsum_core::io::csv::Table::parse(name, bytes)?;
+    let (fi, di) = (t.column("fname")?, t.column("dialogue")?);
+    if t.is_empty() {
+        bail!("{name}: no rows (only a header)");
+    }
+    let rows = t
+        .rows()
+        .map(|r| json!({"fname": r.get(fi), "dialogue": r.get(di)}));
+    Ok(Value::Array(rows.collect()))
+}
+
 /// The page's settings: transformers' `generate` kwargs (`num_beams`, `max_new_tokens`...,
 /// as the CLI's generation flags) plus the prompt settings.
 #[derive(Deserialize, Default)]
@@ -272,6 +286,14 @@ mod tests {
         let e = load("llama-tied", files).err().expect("must fail");
         let msg = format!("{e:#}");
         assert!(msg.contains("model.safetensors") && msg.contains("missing"), "{msg}");
+    }
+
+    #[test]
+    fn dialogues_csv_needs_its_columns() {
+        let ok = read_dialogues("d.csv", b"fname,dialogue\na,hello\n").expect("rows");
+        assert_eq!(ok, json!([{"fname": "a", "dialogue": "hello"}]));
+        let e = read_dialogues("d.csv", b"fname,summary\na,hello\n").expect_err("must fail");
+        assert!(format!("{e:#}").contains("d.csv") && format!("{e:#}").contains("dialogue"));
     }
 
     #[test]
