@@ -21,6 +21,12 @@ if ! command -v chromium >/dev/null; then
   echo "== installing chromium (apt)"
   apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 fi
+# A Hangul font, or the screenshots show boxes instead of Korean text.
+if ! fc-list :lang=ko 2>/dev/null | grep -q .; then
+  echo "== installing a Korean font (apt fonts-nanum)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-nanum ||
+    echo "warning: no Korean font; the screenshots will not show Hangul"
+fi
 if [ ! -f "$TOOLS/node_modules/playwright-core/index.mjs" ]; then
   echo "== installing playwright-core (npm, no browser download)"
   mkdir -p "$TOOLS"
