@@ -123,9 +123,14 @@ async function handle(msg) {
     case "summarize": {
       if (!model) throw new Error("load a model first");
       const t0 = performance.now();
+      let first = null; // the prompt's prefill plus one step
       const out = JSON.parse(model.summarize(msg.dialogue, JSON.stringify(msg.options),
-        (token, text) => post({ id, type: "token", token, text })));
+        (token, text) => {
+          if (first === null) first = performance.now() - t0;
+          post({ id, type: "token", token, text });
+        }));
       out.ms = performance.now() - t0;
+      out.first_token_ms = first;
       return out;
     }
     default:

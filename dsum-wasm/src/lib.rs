@@ -32,7 +32,9 @@ mod bindings {
     /// can report it (and restart) instead of failing silently.
     #[wasm_bindgen(start)]
     pub fn start() {
-        std::panic::set_hook(Box::new(|info| console_error(&format!("dsum-wasm: {info}"))));
+        std::panic::set_hook(Box::new(|info| {
+            console_error(&format!("dsum-wasm: {info}"))
+        }));
     }
 
     fn js_err(e: anyhow::Error) -> JsError {

@@ -402,7 +402,10 @@ mod tests {
     fn close(a: &Value, b: &Value, at: &str) {
         match (a, b) {
             (Value::Number(x), Value::Number(y)) => {
-                let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+                let (x, y) = (
+                    x.as_f64().unwrap_or(f64::NAN),
+                    y.as_f64().unwrap_or(f64::NAN),
+                );
                 assert!((x - y).abs() <= 1e-12, "{at}: {x} != {y}");
             }
             (Value::Object(x), Value::Object(y)) => {
@@ -452,8 +455,15 @@ mod tests {
     #[test]
     fn wrong_columns_name_the_file() {
         let bad = b"id,text\n1,hello\n";
-        let e = score_csv("p.csv", bad, "ref.csv", &read("ref.csv"), &ScoreOptions::default(), None)
-            .expect_err("must fail");
+        let e = score_csv(
+            "p.csv",
+            bad,
+            "ref.csv",
+            &read("ref.csv"),
+            &ScoreOptions::default(),
+            None,
+        )
+        .expect_err("must fail");
         let msg = e.to_string();
         assert!(msg.contains("p.csv") && msg.contains("fname"), "{msg}");
     }
@@ -481,12 +491,21 @@ mod tests {
         )
         .expect("scores");
         let topics = v["topics"].as_array().expect("topics");
-        let count: u64 = topics.iter().map(|t| t["count"].as_u64().unwrap_or(0)).sum();
+        let count: u64 = topics
+            .iter()
+            .map(|t| t["count"].as_u64().unwrap_or(0))
+            .sum();
         assert_eq!(count, v["count"].as_u64().unwrap_or(0));
         let worst = v["worst"].as_array().expect("worst");
-        let finals: Vec<f64> = worst.iter().map(|w| w["final"].as_f64().unwrap_or(-1.0)).collect();
+        let finals: Vec<f64> = worst
+            .iter()
+            .map(|w| w["final"].as_f64().unwrap_or(-1.0))
+            .collect();
         assert!(finals.windows(2).all(|w| w[0] <= w[1]), "{finals:?}");
         let csv = v["per_item_csv"].as_str().expect("csv");
-        assert_eq!(csv.lines().count(), 1 + v["count"].as_u64().unwrap_or(0) as usize);
+        assert_eq!(
+            csv.lines().count(),
+            1 + v["count"].as_u64().unwrap_or(0) as usize
+        );
     }
 }

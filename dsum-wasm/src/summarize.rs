@@ -238,11 +238,17 @@ mod tests {
     use std::path::PathBuf;
 
     fn folder(rel: &str) -> Vec<(String, Vec<u8>)> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(rel);
         let mut files = Vec::new();
         for e in std::fs::read_dir(&dir).expect("fixture folder") {
             let p = e.expect("entry").path();
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
             files.push((name, std::fs::read(&p).expect("read")));
         }
         files
@@ -253,24 +259,33 @@ mod tests {
     fn in_memory_bart_equals_the_folder_loader() {
         let rel = "tests/fixtures/bart/models/tiny-c";
         let mem = load("tiny-c", folder(rel)).expect("load");
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(rel);
         let disk = LoadedModel::load(&dir).expect("load");
         let text = "#Person1#: 안녕하세요. #Person2#: 네, 반갑습니다.";
         let ids = disk.tokenizer.encode(text, Some(512)).expect("encode");
         let want = disk.generate(&[ids], &disk.generation, false).expect("gen");
-        let got = summarize(&mem, text, &SummarizeOptions::default(), &mut |_, _| {})
-            .expect("summarize");
+        let got =
+            summarize(&mem, text, &SummarizeOptions::default(), &mut |_, _| {}).expect("summarize");
         assert_eq!(got["sequences"][0], json!(want[0][0].tokens));
     }
 
     /// Streamed tokens are exactly the greedy sequence, in order.
     #[test]
     fn llama_streams_its_greedy_tokens() {
-        let m = load("llama-tied", folder("tests/fixtures/llama/models/llama-tied")).expect("load");
+        let m = load(
+            "llama-tied",
+            folder("tests/fixtures/llama/models/llama-tied"),
+        )
+        .expect("load");
         let mut seen = Vec::new();
-        let got = summarize(&m, "hello there", &SummarizeOptions::default(), &mut |id, _| {
-            seen.push(id)
-        })
+        let got = summarize(
+            &m,
+            "hello there",
+            &SummarizeOptions::default(),
+            &mut |id, _| seen.push(id),
+        )
         .expect("summarize");
         assert!(!seen.is_empty());
         assert_eq!(got["sequences"][0], json!(seen));
@@ -285,7 +300,10 @@ mod tests {
             .collect();
         let e = load("llama-tied", files).err().expect("must fail");
         let msg = format!("{e:#}");
-        assert!(msg.contains("model.safetensors") && msg.contains("missing"), "{msg}");
+        assert!(
+            msg.contains("model.safetensors") && msg.contains("missing"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -298,9 +316,12 @@ mod tests {
 
     #[test]
     fn garbage_gguf_is_a_clear_error() {
-        let e = load("x", vec![("x.gguf".into(), b"GGUF\x03\x00\x00\x00junk".to_vec())])
-            .err()
-            .expect("must fail");
+        let e = load(
+            "x",
+            vec![("x.gguf".into(), b"GGUF\x03\x00\x00\x00junk".to_vec())],
+        )
+        .err()
+        .expect("must fail");
         assert!(format!("{e:#}").contains("x.gguf"), "{e:#}");
     }
 }

@@ -95,9 +95,10 @@ impl LoadedModel {
         let gen_text = text("generation_config.json")?;
         let weights = || {
             let names = match text("model.safetensors.index.json")? {
-                Some(index) => {
-                    crate::io::checkpoint::shard_names_of(&index, &at("model.safetensors.index.json"))?
-                }
+                Some(index) => crate::io::checkpoint::shard_names_of(
+                    &index,
+                    &at("model.safetensors.index.json"),
+                )?,
                 None => vec![String::from("model.safetensors")],
             };
             let mut shards = Vec::new();
