@@ -5,6 +5,7 @@
 # Screenshots and bench.json go to $DSUM_WEB_ARTIFACTS (default <target dir>/web-test).
 #   DSUM_MECAB_DIC    compiled mecab-ko-dic folder: also checks Mecab-ko scoring
 #   DSUM_WEB_BENCH=1  also time SmolLM2 and ROUGE in the browser (for BENCHMARKS.md)
+#   DSUM_CLI          a dsum-cli binary to compare with (default: cargo build -p dsum-cli)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
@@ -33,9 +34,12 @@ if [ ! -f "$TOOLS/node_modules/playwright-core/index.mjs" ]; then
   (cd "$TOOLS" && npm install --no-audit --no-fund --silent "playwright-core@$PLAYWRIGHT_VERSION")
 fi
 
-echo "== dsum-cli (the reference the page is compared with)"
-cargo build -q -p dsum-cli
-DSUM_CLI="$TARGET_DIR/debug/dsum-cli"
+# dsum-cli, the reference the page is compared with (DSUM_CLI=path reuses a built one).
+if [ -z "${DSUM_CLI:-}" ]; then
+  echo "== dsum-cli"
+  cargo build -q -p dsum-cli
+  DSUM_CLI="$TARGET_DIR/debug/dsum-cli"
+fi
 
 # Fixture models beside the page, as a user would put their own.
 rm -rf web/models/fixtures
