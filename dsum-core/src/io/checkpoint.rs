@@ -220,6 +220,7 @@ pub(crate) fn shard_names(index: &std::path::Path) -> Result<Vec<String>> {
 }
 
 /// [`shard_names`] of the index's text (`path` is what errors call it).
+#[cfg(feature = "std")]
 pub(crate) fn shard_names_of(text: &str, path: &str) -> Result<Vec<String>> {
     let v: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| Error::config(path, format!("invalid JSON: {e}")))?;
