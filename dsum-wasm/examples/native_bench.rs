@@ -43,7 +43,12 @@ fn main() -> Result<()> {
                 _ => None,
             };
             let opts = score::ScoreOptions {
-                tokenize: if mecab.is_some() { "mecab" } else { "whitespace" }.into(),
+                tokenize: if mecab.is_some() {
+                    "mecab"
+                } else {
+                    "whitespace"
+                }
+                .into(),
                 ..Default::default()
             };
             let t0 = Instant::now();
