@@ -17,8 +17,19 @@ pub fn run<D: StepDecoder>(
     cfg: &Resolved,
     prompts: Vec<Vec<u32>>,
 ) -> Result<Vec<Vec<Hypothesis>>> {
+    run_streaming(dec, cfg, prompts, &mut |_, _| {})
+}
+
+/// [`run`] that also reports each new token `(row, id)` as greedy search picks it (beam
+/// search only knows its sequences at the end, so it reports nothing).
+pub fn run_streaming<D: StepDecoder>(
+    dec: &mut D,
+    cfg: &Resolved,
+    prompts: Vec<Vec<u32>>,
+    on_token: &mut dyn FnMut(usize, u32),
+) -> Result<Vec<Vec<Hypothesis>>> {
     if cfg.num_beams == 1 {
-        greedy(dec, cfg, prompts, |_, _| {})
+        greedy(dec, cfg, prompts, on_token)
     } else {
         beam_search(dec, cfg, prompts)
     }

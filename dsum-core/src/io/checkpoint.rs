@@ -216,28 +216,26 @@ impl Checkpoint {
 pub(crate) fn shard_names(index: &std::path::Path) -> Result<Vec<String>> {
     let text =
         std::fs::read_to_string(index).map_err(|e| Error::io(index.display().to_string(), e))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::config(index.display().to_string(), format!("invalid JSON: {e}")))?;
+    shard_names_of(&text, &index.display().to_string())
+}
+
+/// [`shard_names`] of the index's text (`path` is what errors call it).
+#[cfg(feature = "std")]
+pub(crate) fn shard_names_of(text: &str, path: &str) -> Result<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Error::config(path, format!("invalid JSON: {e}")))?;
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
-        .ok_or_else(|| {
-            Error::config(
-                index.display().to_string(),
-                "missing the `weight_map` object",
-            )
-        })?;
+        .ok_or_else(|| Error::config(path, "missing the `weight_map` object"))?;
     let mut files: Vec<String> = Vec::new();
     for f in map.values() {
-        let f = f.as_str().ok_or_else(|| {
-            Error::config(
-                index.display().to_string(),
-                "`weight_map` values must be file names",
-            )
-        })?;
+        let f = f
+            .as_str()
+            .ok_or_else(|| Error::config(path, "`weight_map` values must be file names"))?;
         if f.contains('/') || f.contains('\\') || f.contains("..") {
             return Err(Error::config(
-                index.display().to_string(),
+                path,
                 format!("shard name `{f}` is not a plain file name"),
             ));
         }

@@ -776,6 +776,17 @@ impl Bart {
         gen: &GenerationConfig,
         user_set_max_length: bool,
     ) -> Result<Vec<Vec<Hypothesis>>> {
+        self.generate_streaming(batch, gen, user_set_max_length, &mut |_, _| {})
+    }
+
+    /// [`Bart::generate`] reporting each greedy token `(input index, id)` as it is chosen.
+    pub fn generate_streaming(
+        &self,
+        batch: &EncoderBatch,
+        gen: &GenerationConfig,
+        user_set_max_length: bool,
+        on_token: &mut dyn FnMut(usize, u32),
+    ) -> Result<Vec<Vec<Hypothesis>>> {
         if batch.b == 0 {
             return Ok(Vec::new());
         }
@@ -804,6 +815,6 @@ impl Bart {
         let state = self.start_decoder(&enc, row_batch, cfg.max_length)?;
         let mut stepper = BartStepper { model: self, state };
         let prompts = vec![vec![start]; batch.b];
-        crate::generation::run(&mut stepper, &cfg, prompts)
+        crate::generation::run_streaming(&mut stepper, &cfg, prompts, on_token)
     }
 }

@@ -1,6 +1,7 @@
 //! A Hugging Face model folder: `config.json`, `generation_config.json` (optional),
 //! `tokenizer.json` (+ `tokenizer_config.json`) and safetensors weights.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::bart::{Bart, BartConfig};
@@ -8,6 +9,7 @@ use super::llama::{Llama, LlamaConfig};
 use crate::error::{Error, Result};
 use crate::generation::GenerationConfig;
 use crate::io::checkpoint::Checkpoint;
+use crate::tensor::SharedBytes;
 use crate::tokenizer::Tokenizer;
 
 pub enum Model {
@@ -49,7 +51,7 @@ impl LoadedModel {
     /// a LoRA adapter merged in, or the weights of a model being trained.
     pub fn load_with(
         dir: &Path,
-        weights: impl FnOnce(Checkpoint) -> Result<Checkpoint>,
+        transform: impl FnOnce(Checkpoint) -> Result<Checkpoint>,
     ) -> Result<Self> {
         if dir.is_file()
             && dir
@@ -66,16 +68,84 @@ impl LoadedModel {
         }
         let cfg_path = dir.join("config.json");
         let cfg_text = read(&cfg_path)?;
-        let cfg_str = cfg_path.display().to_string();
-        let raw: serde_json::Value = serde_json::from_str(&cfg_text)
+        let gen_path = dir.join("generation_config.json");
+        let gen_text = if gen_path.is_file() {
+            Some(read(&gen_path)?)
+        } else {
+            None
+        };
+        let mut m = Self::from_parts(
+            &dir.display().to_string(),
+            &cfg_text,
+            gen_text.as_deref(),
+            || transform(open_weights(dir)?),
+            || Tokenizer::from_dir(dir),
+        )?;
+        m.dir = dir.to_path_buf();
+        Ok(m)
+    }
+
+    /// The model from the contents of its folder's files (the browser has no folders):
+    /// `files` maps a file name (`config.json`, `model.safetensors`, shards...) to its bytes;
+    /// `name` is what errors call the folder.
+    pub fn from_files(name: &str, files: &HashMap<String, SharedBytes>) -> Result<Self> {
+        let at = |f: &str| format!("{name}/{f}");
+        let text = |f: &str| -> Result<Option<String>> {
+            files
+                .get(f)
+                .map(|b| {
+                    String::from_utf8((**b).as_ref().to_vec())
+                        .map_err(|_| Error::io(at(f), "not UTF-8 text"))
+                })
+                .transpose()
+        };
+        let missing = |f: &str| Error::io(at(f), "missing (the model folder needs this file)");
+        let cfg_text = text("config.json")?.ok_or_else(|| missing("config.json"))?;
+        let gen_text = text("generation_config.json")?;
+        let weights = || {
+            let names = match text("model.safetensors.index.json")? {
+                Some(index) => crate::io::checkpoint::shard_names_of(
+                    &index,
+                    &at("model.safetensors.index.json"),
+                )?,
+                None => vec![String::from("model.safetensors")],
+            };
+            let mut shards = Vec::new();
+            for n in names {
+                let bytes = files.get(&n).ok_or_else(|| missing(&n))?;
+                shards.push((at(&n), bytes.clone()));
+            }
+            Checkpoint::from_files(shards)
+        };
+        let tokenizer = || {
+            let json = files
+                .get("tokenizer.json")
+                .ok_or_else(|| missing("tokenizer.json"))?;
+            let cfg = text("tokenizer_config.json")?;
+            Tokenizer::from_json((**json).as_ref(), cfg.as_deref(), &at("tokenizer.json"))
+        };
+        Self::from_parts(name, &cfg_text, gen_text.as_deref(), weights, tokenizer)
+    }
+
+    /// What the folder and in-memory loaders share: `config.json` and
+    /// `generation_config.json` texts, then the weights and the tokenizer (opened only once
+    /// the config is known to be usable).
+    fn from_parts(
+        name: &str,
+        cfg_text: &str,
+        gen_text: Option<&str>,
+        weights: impl FnOnce() -> Result<Checkpoint>,
+        tokenizer: impl FnOnce() -> Result<Tokenizer>,
+    ) -> Result<Self> {
+        let cfg_str = format!("{name}/config.json");
+        let raw: serde_json::Value = serde_json::from_str(cfg_text)
             .map_err(|e| Error::config(cfg_str.clone(), format!("invalid JSON: {e}")))?;
         let model_type = raw.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
         // Generation attributes that config.json may carry (older checkpoints keep them there).
-        let from_model = GenerationConfig::from_json(&cfg_text, &cfg_str)?;
-        let gen_path = dir.join("generation_config.json");
-        let mut generation = if gen_path.is_file() {
+        let from_model = GenerationConfig::from_json(cfg_text, &cfg_str)?;
+        let mut generation = if let Some(gen_text) = gen_text {
             let mut g =
-                GenerationConfig::from_json(&read(&gen_path)?, &gen_path.display().to_string())?;
+                GenerationConfig::from_json(gen_text, &format!("{name}/generation_config.json"))?;
             let specials = GenerationConfig {
                 eos_token_id: from_model.eos_token_id.clone(),
                 pad_token_id: from_model.pad_token_id,
@@ -90,13 +160,13 @@ impl LoadedModel {
         };
         let model = match model_type {
             "bart" => {
-                let config = BartConfig::from_json(&cfg_text, &cfg_str)?;
-                let ck = weights(open_weights(dir)?)?;
+                let config = BartConfig::from_json(cfg_text, &cfg_str)?;
+                let ck = weights()?;
                 Model::Bart(Box::new(Bart::load(config, &ck)?))
             }
             "llama" | "mistral" | "qwen2" | "qwen3" => {
-                let config = LlamaConfig::from_json(&cfg_text, &cfg_str)?;
-                let ck = weights(open_weights(dir)?)?;
+                let config = LlamaConfig::from_json(cfg_text, &cfg_str)?;
+                let ck = weights()?;
                 Model::Llama(Box::new(Llama::load(config, &ck)?))
             }
             "" => return Err(Error::config(cfg_str, "missing `model_type`")),
@@ -112,14 +182,14 @@ impl LoadedModel {
         if matches!(model, Model::Bart(_)) && generation.decoder_start_token_id.is_none() {
             generation.decoder_start_token_id = generation.bos_token_id;
         }
-        let tokenizer = Tokenizer::from_dir(dir)?;
+        let tokenizer = tokenizer()?;
         let vocab = match &model {
             Model::Bart(b) => b.vocab_size(),
             Model::Llama(m) => m.vocab_size(),
         };
         if tokenizer.vocab_size() > vocab {
             return Err(Error::Tokenizer {
-                path: dir.join("tokenizer.json").display().to_string(),
+                path: format!("{name}/tokenizer.json"),
                 message: format!(
                     "the tokenizer has {} tokens but the model's vocab_size is {vocab}",
                     tokenizer.vocab_size()
@@ -127,7 +197,7 @@ impl LoadedModel {
             });
         }
         Ok(LoadedModel {
-            dir: dir.to_path_buf(),
+            dir: PathBuf::from(name),
             model,
             tokenizer,
             generation,
@@ -139,9 +209,18 @@ impl LoadedModel {
     /// `tokenizer.chat_template` is `self.tokenizer.chat_template`.
     pub fn load_gguf(path: &Path) -> Result<Self> {
         let g = crate::io::gguf::GgufFile::open(path)?;
-        let m = crate::io::gguf::GgufModel::from_file(&g)?;
+        Self::from_gguf(&g)
+    }
+
+    /// The same as [`LoadedModel::load_gguf`] for a file already in memory.
+    pub fn from_gguf_bytes(name: &str, bytes: SharedBytes) -> Result<Self> {
+        Self::from_gguf(&crate::io::gguf::GgufFile::parse(name, bytes)?)
+    }
+
+    fn from_gguf(g: &crate::io::gguf::GgufFile) -> Result<Self> {
+        let m = crate::io::gguf::GgufModel::from_file(g)?;
         Ok(LoadedModel {
-            dir: path.to_path_buf(),
+            dir: PathBuf::from(&g.path),
             model: Model::Llama(Box::new(m.model)),
             tokenizer: m.tokenizer,
             generation: m.generation,
@@ -158,13 +237,25 @@ impl LoadedModel {
         gen: &GenerationConfig,
         user_set_max_length: bool,
     ) -> Result<Vec<Vec<crate::generation::Hypothesis>>> {
+        self.generate_streaming(rows, gen, user_set_max_length, &mut |_, _| {})
+    }
+
+    /// [`LoadedModel::generate`] reporting each greedy token `(row, id)` as it is chosen
+    /// (the browser page streams them).
+    pub fn generate_streaming(
+        &self,
+        rows: &[Vec<u32>],
+        gen: &GenerationConfig,
+        user_set_max_length: bool,
+        on_token: &mut dyn FnMut(usize, u32),
+    ) -> Result<Vec<Vec<crate::generation::Hypothesis>>> {
         match &self.model {
             Model::Bart(m) => {
                 let pad = gen.pad_token_id.unwrap_or(0);
                 let batch = super::bart::EncoderBatch::from_rows(rows, pad);
-                m.generate(&batch, gen, user_set_max_length)
+                m.generate_streaming(&batch, gen, user_set_max_length, on_token)
             }
-            Model::Llama(m) => m.generate(rows, gen, user_set_max_length),
+            Model::Llama(m) => m.generate_streaming(rows, gen, user_set_max_length, on_token),
         }
     }
 

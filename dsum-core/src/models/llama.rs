@@ -458,6 +458,17 @@ impl Llama {
         gen: &GenerationConfig,
         user_set_max_length: bool,
     ) -> Result<Vec<Vec<Hypothesis>>> {
+        self.generate_streaming(prompts, gen, user_set_max_length, &mut |_, _| {})
+    }
+
+    /// [`Llama::generate`] reporting each greedy token `(prompt index, id)` as it is chosen.
+    pub fn generate_streaming(
+        &self,
+        prompts: &[Vec<u32>],
+        gen: &GenerationConfig,
+        user_set_max_length: bool,
+        on_token: &mut dyn FnMut(usize, u32),
+    ) -> Result<Vec<Vec<Hypothesis>>> {
         if prompts.is_empty() {
             return Ok(Vec::new());
         }
@@ -486,7 +497,7 @@ impl Llama {
             .collect();
         let state = self.start(&row_masks, cfg.max_length.max(p));
         let mut stepper = LlamaStepper { model: self, state };
-        let out = crate::generation::run(&mut stepper, &cfg, padded)?;
+        let out = crate::generation::run_streaming(&mut stepper, &cfg, padded, on_token)?;
         Ok(out
             .into_iter()
             .map(|hyps| {
