@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use dsum_core::generation::scripts::{blocked_tokens, ScriptSet};
 use dsum_core::generation::GenerationConfig;
 use dsum_core::hub::{resolve_model, NoProgress, Progress};
-use dsum_core::models::{LoadedModel, Model};
+use dsum_core::models::{LoadOptions, LoadedModel, Model};
 use dsum_core::prompt::{
     PromptBuilder, DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, ENGLISH_SYSTEM_PROMPT,
     ENGLISH_USER_TEMPLATE,
@@ -18,10 +18,12 @@ use dsum_core::prompt::{
 use super::gen_flags::PromptFlags;
 
 /// Load `--model`: a folder, or a Hub repo id `org/name[@revision]` resolved in the Hugging
-/// Face cache (downloaded when missing).
-pub fn load_model(arg: &Path) -> Result<LoadedModel> {
+/// Face cache (downloaded when missing). `dequantize` (`--dequantize`): a GGUF's weights
+/// all decoded to f32 at load.
+pub fn load_model(arg: &Path, dequantize: bool) -> Result<LoadedModel> {
     let dir = resolve_model_arg(arg, false)?;
-    LoadedModel::load(&dir).with_context(|| format!("cannot load the model in {}", dir.display()))
+    LoadedModel::load_with(&dir, LoadOptions { dequantize })
+        .with_context(|| format!("cannot load the model in {}", dir.display()))
 }
 
 /// A local folder wins; otherwise a repo id from the Hub cache, downloading what is missing.

@@ -67,7 +67,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             _ => bail!("{shown}: line {}: expected a JSON object", i + 1),
         }
     }
-    let model = load_model(&args.model)?;
+    let model = load_model(&args.model, args.dequantize)?;
     let (mut gen, user_max) = generation_config(&model, &kwargs)?;
     let pflags = args.prompt_flags();
     apply_allow_scripts(&model, &mut gen, &pflags, args.quiet)?;

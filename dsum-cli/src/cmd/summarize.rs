@@ -171,7 +171,7 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     set_threads(args.threads)?;
     let kwargs = args.generation_kwargs()?;
     let rows = read_dialogues(&args.input)?;
-    let model = load_model(&args.model)?;
+    let model = load_model(&args.model, args.dequantize)?;
     let (mut gen, user_max) = generation_config(&model, &kwargs)?;
     let pflags = args.prompt_flags();
     apply_allow_scripts(&model, &mut gen, &pflags, args.quiet)?;

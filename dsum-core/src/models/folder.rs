@@ -39,15 +39,28 @@ fn open_weights(dir: &Path) -> Result<Checkpoint> {
     Checkpoint::open_dir(dir)
 }
 
+/// How to load a model.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// GGUF: decode every tensor to f32 at load instead of reading Q4_0 / Q4_1 / Q8_0
+    /// matrices quantized (the same values; 4-7x the memory, decoding several times slower).
+    pub dequantize: bool,
+}
+
 impl LoadedModel {
     /// Load a model folder, or a `.gguf` file (see [`LoadedModel::load_gguf`]).
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_with(dir, LoadOptions::default())
+    }
+
+    /// [`LoadedModel::load`] with options.
+    pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Self> {
         if dir.is_file()
             && dir
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
         {
-            return Self::load_gguf(dir);
+            return Self::load_gguf_with(dir, opts);
         }
         if !dir.is_dir() {
             return Err(Error::io(
@@ -125,12 +138,18 @@ impl LoadedModel {
         })
     }
 
-    /// A Llama-family GGUF file: weights dequantized to f32, config and tokenizer rebuilt
-    /// from the metadata as transformers does with `gguf_file=`; the metadata's
+    /// A Llama-family GGUF file: Q4_0 / Q4_1 / Q8_0 matrices read quantized from the mapped
+    /// file, other weights dequantized to f32, config and tokenizer rebuilt from the
+    /// metadata as transformers does with `gguf_file=`; the metadata's
     /// `tokenizer.chat_template` is `self.tokenizer.chat_template`.
     pub fn load_gguf(path: &Path) -> Result<Self> {
+        Self::load_gguf_with(path, LoadOptions::default())
+    }
+
+    /// [`LoadedModel::load_gguf`] with options.
+    pub fn load_gguf_with(path: &Path, opts: LoadOptions) -> Result<Self> {
         let g = crate::io::gguf::GgufFile::open(path)?;
-        let m = crate::io::gguf::GgufModel::from_file(&g)?;
+        let m = crate::io::gguf::GgufModel::from_file_with(&g, opts.dequantize)?;
         Ok(LoadedModel {
             dir: path.to_path_buf(),
             model: Model::Llama(Box::new(m.model)),
