@@ -355,7 +355,12 @@ fn smollm2_matches_transformers() {
     check_model(&m.model, &r["prompts"], "SmolLM2 (quantized)", false);
     let f32_model = GgufModel::from_file_with(&g, true).unwrap();
     assert_eq!(f32_model.model.quantized_matrices(), 0);
-    check_model(&f32_model.model, &r["prompts"], "SmolLM2 (dequantized)", false);
+    check_model(
+        &f32_model.model,
+        &r["prompts"],
+        "SmolLM2 (dequantized)",
+        false,
+    );
 }
 
 // ---- bad input -------------------------------------------------------------------------

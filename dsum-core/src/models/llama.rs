@@ -170,7 +170,7 @@ pub struct Llama {
     layers: Vec<Layer>,
     norm: Weight,                  // [C]
     lm_head: Option<LinearWeight>, // [V, C] when not tied
-    inv_freq: Vec<f32>,      // [dh/2]
+    inv_freq: Vec<f32>,            // [dh/2]
 }
 
 /// KV caches and per-row position bookkeeping for R rows.
@@ -335,6 +335,21 @@ impl Llama {
     /// Run T new tokens per row (ids [R, T]); logits [R, T, V] if `all_positions`, else the
     /// last position's [R, V].
     pub fn forward(
+        &self,
+        st: &mut CausalState,
+        ids: &[u32],
+        t: usize,
+        all_positions: bool,
+    ) -> Result<Vec<f32>> {
+        // Enter the thread pool once per step: the ~200 parallel matmuls of a decoding step
+        // then start on a pool thread, instead of each handing off and blocking the caller.
+        #[cfg(feature = "rayon")]
+        return rayon::scope(|_| self.forward_in_pool(st, ids, t, all_positions));
+        #[cfg(not(feature = "rayon"))]
+        self.forward_in_pool(st, ids, t, all_positions)
+    }
+
+    fn forward_in_pool(
         &self,
         st: &mut CausalState,
         ids: &[u32],

@@ -50,7 +50,10 @@ impl QMatrix {
         if !Self::supports(ty) {
             return Err(format!("no fused kernel for tensor type {ty:?}"));
         }
-        let (bs, bb) = ty.block().map(|(a, b)| (a as usize, b as usize)).unwrap_or((1, 0));
+        let (bs, bb) = ty
+            .block()
+            .map(|(a, b)| (a as usize, b as usize))
+            .unwrap_or((1, 0));
         if cols == 0 || !cols.is_multiple_of(bs) {
             return Err(format!(
                 "rows of {cols} values are not a whole number of {ty:?} blocks"
@@ -94,6 +97,23 @@ impl QMatrix {
     }
     pub fn numel(&self) -> usize {
         self.shape[0] * self.shape[1]
+    }
+
+    /// The encoded bytes of every row, in stored order, and the bytes per row.
+    #[inline]
+    fn stored_rows(&self) -> (&[u8], usize) {
+        let all = &(*self.bytes).as_ref()[self.offset..self.offset + self.numel_bytes()];
+        (all, self.row_bytes)
+    }
+
+    fn numel_bytes(&self) -> usize {
+        self.shape[0] * self.row_bytes
+    }
+
+    /// Where row `j` (Hugging Face order) is stored.
+    #[inline]
+    fn stored_index(&self, j: usize) -> usize {
+        self.perm.as_ref().map_or(j, |p| p[j] as usize)
     }
 
     /// The encoded bytes of row `j` (Hugging Face order).
@@ -208,8 +228,7 @@ impl Isa {
     fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("f16c")
-            {
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("f16c") {
                 return Isa::Avx512;
             }
             if std::is_x86_feature_detected!("avx2")
@@ -365,7 +384,9 @@ fn qlinear_tiles(out: &mut [f32], inp: &[f32], w: &QMatrix, bias: Option<&[f32]>
             let dst = &mut out[i * n + j0..i * n + j0 + nt];
             dst.copy_from_slice(&y[i * nt..(i + 1) * nt]);
             if let Some(b) = bias {
-                dst.iter_mut().zip(&b[j0..j0 + nt]).for_each(|(o, b)| *o += b);
+                dst.iter_mut()
+                    .zip(&b[j0..j0 + nt])
+                    .for_each(|(o, b)| *o += b);
             }
         }
     }
@@ -409,20 +430,35 @@ mod x86 {
                 j0: usize,
                 j1: usize,
             ) {
-                let k = w.cols();
+                let (k, ty) = (w.cols(), w.ty());
+                let (all, rb) = w.stored_rows();
+                if m == 1 {
+                    // Decoding one sequence: nothing to regroup.
+                    let x0 = &inp[..k];
+                    let x = [x0, x0, x0, x0];
+                    for j in j0..j1 {
+                        let r = w.stored_index(j);
+                        buf[j - j0] = $rows::<1>(ty, &all[r * rb..(r + 1) * rb], &x)[0];
+                    }
+                    return;
+                }
                 for j in j0..j1 {
-                    let row = w.row(j);
+                    let r = w.stored_index(j);
+                    let row = &all[r * rb..(r + 1) * rb];
                     let mut i = 0;
                     while i < m {
                         let mi = ($mi_max).min(m - i);
-                        let x: [&[f32]; 4] = core::array::from_fn(|t| {
-                            let r = i + t.min(mi - 1);
-                            &inp[r * k..(r + 1) * k]
-                        });
-                        let s = by_mi!(mi, $rows, w.ty(), row, &x);
-                        for a in 0..mi {
-                            buf[(j - j0) * m + i + a] = s[a];
-                        }
+                        // Rows past the last repeat it; their sums are not stored.
+                        let at = |t: usize| (i + t.min(mi - 1)) * k;
+                        let (a0, a1, a2, a3) = (at(0), at(1), at(2), at(3));
+                        let x = [
+                            &inp[a0..a0 + k],
+                            &inp[a1..a1 + k],
+                            &inp[a2..a2 + k],
+                            &inp[a3..a3 + k],
+                        ];
+                        let s = by_mi!(mi, $rows, ty, row, &x);
+                        buf[(j - j0) * m + i..(j - j0) * m + i + mi].copy_from_slice(&s[..mi]);
                         i += mi;
                     }
                 }
@@ -435,7 +471,9 @@ mod x86 {
     /// One f16 at `p`, broadcast (f16 → f32 is exact, as `half` converts it).
     macro_rules! f16_at {
         ($p:expr) => {
-            _mm_cvtph_ps(_mm_cvtsi32_si128(u16::from_le_bytes([*$p, *$p.add(1)]) as i32))
+            _mm_cvtph_ps(_mm_cvtsi32_si128(
+                u16::from_le_bytes([*$p, *$p.add(1)]) as i32
+            ))
         };
     }
 
@@ -492,8 +530,20 @@ mod x86 {
         macro_rules! row512 {
             ($bb:expr, |$p:ident| $decode:expr) => {
                 fused_row!(
-                    w, x, MI, $bb, 2, 2, 16, __m512, _mm512_setzero_ps, _mm512_loadu_ps,
-                    _mm512_fmadd_ps, _mm512_add_ps, _mm512_reduce_add_ps, |$p| $decode
+                    w,
+                    x,
+                    MI,
+                    $bb,
+                    2,
+                    2,
+                    16,
+                    __m512,
+                    _mm512_setzero_ps,
+                    _mm512_loadu_ps,
+                    _mm512_fmadd_ps,
+                    _mm512_add_ps,
+                    _mm512_reduce_add_ps,
+                    |$p| $decode
                 )
             };
         }
@@ -546,8 +596,20 @@ mod x86 {
         macro_rules! row256 {
             ($bb:expr, |$p:ident| $decode:expr) => {
                 fused_row!(
-                    w, x, MI, $bb, 4, 1, 8, __m256, _mm256_setzero_ps, _mm256_loadu_ps,
-                    _mm256_fmadd_ps, _mm256_add_ps, hsum256, |$p| $decode
+                    w,
+                    x,
+                    MI,
+                    $bb,
+                    4,
+                    1,
+                    8,
+                    __m256,
+                    _mm256_setzero_ps,
+                    _mm256_loadu_ps,
+                    _mm256_fmadd_ps,
+                    _mm256_add_ps,
+                    hsum256,
+                    |$p| $decode
                 )
             };
         }
@@ -612,8 +674,7 @@ mod tests {
             {
                 v.push(Isa::Avx2);
             }
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("f16c")
-            {
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("f16c") {
                 v.push(Isa::Avx512);
             }
         }
@@ -675,9 +736,7 @@ mod tests {
     fn close(got: &[f32], want: &[f32], inp: &[f32], w: &[f32], m: usize, k: usize, n: usize) {
         for i in 0..m {
             for j in 0..n {
-                let mag: f32 = (0..k)
-                    .map(|p| (inp[i * k + p] * w[j * k + p]).abs())
-                    .sum();
+                let mag: f32 = (0..k).map(|p| (inp[i * k + p] * w[j * k + p]).abs()).sum();
                 let (g, e) = (got[i * n + j], want[i * n + j]);
                 assert!(
                     (g - e).abs() <= 1e-5 * (1.0 + mag),
@@ -699,8 +758,14 @@ mod tests {
             for j in 0..6 {
                 let src = perm[j] as usize;
                 assert_eq!(
-                    got[j * 64..(j + 1) * 64].iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                    plain[src * 64..(src + 1) * 64].iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    got[j * 64..(j + 1) * 64]
+                        .iter()
+                        .map(|x| x.to_bits())
+                        .collect::<Vec<_>>(),
+                    plain[src * 64..(src + 1) * 64]
+                        .iter()
+                        .map(|x| x.to_bits())
+                        .collect::<Vec<_>>(),
                     "{ty:?} row {j}"
                 );
             }
@@ -713,7 +778,7 @@ mod tests {
         assert!(QMatrix::new(GgmlType::Q4_1, 2, 32, b.clone(), 0, None).is_ok());
         assert!(QMatrix::new(GgmlType::Q4_1, 2, 32, b.clone(), 1, None).is_err());
         assert!(QMatrix::new(GgmlType::Q4_1, 1, 33, b.clone(), 0, None).is_err());
-        assert!(QMatrix::new(GgmlType::Q4_K, 1, 256, b.clone(), 0, None).is_err());
+        assert!(QMatrix::new(GgmlType::Q4K, 1, 256, b.clone(), 0, None).is_err());
         assert!(QMatrix::new(GgmlType::Q4_1, 2, 32, b.clone(), 0, Some(vec![0, 2])).is_err());
         assert!(QMatrix::new(GgmlType::Q4_1, usize::MAX, 32, b, 0, None).is_err());
     }
