@@ -102,12 +102,8 @@ impl QMatrix {
     /// The encoded bytes of every row, in stored order, and the bytes per row.
     #[inline]
     fn stored_rows(&self) -> (&[u8], usize) {
-        let all = &(*self.bytes).as_ref()[self.offset..self.offset + self.numel_bytes()];
-        (all, self.row_bytes)
-    }
-
-    fn numel_bytes(&self) -> usize {
-        self.shape[0] * self.row_bytes
+        let end = self.offset + self.shape[0] * self.row_bytes;
+        (&(*self.bytes).as_ref()[self.offset..end], self.row_bytes)
     }
 
     /// Where row `j` (Hugging Face order) is stored.
@@ -118,9 +114,8 @@ impl QMatrix {
 
     /// The encoded bytes of row `j` (Hugging Face order).
     pub fn row(&self, j: usize) -> &[u8] {
-        let r = self.perm.as_ref().map_or(j, |p| p[j] as usize);
-        let start = self.offset + r * self.row_bytes;
-        &(*self.bytes).as_ref()[start..start + self.row_bytes]
+        let ((all, rb), r) = (self.stored_rows(), self.stored_index(j));
+        &all[r * rb..(r + 1) * rb]
     }
 
     /// Row `j` as f32, exactly as `io::gguf::quant` decodes it.
@@ -253,7 +248,7 @@ fn qlinear_small_m(
     // As `matmul::linear_small_m`: blocks of output features, each gathered [j][i] and
     // scattered afterwards (for one input row the two layouts coincide).
     const BLOCK: usize = 64;
-    let (n, k) = (w.rows(), w.cols());
+    let n = w.rows();
     let run_block = |bi: usize, buf: &mut [f32]| {
         let j0 = bi * BLOCK;
         let j1 = (j0 + BLOCK).min(n);
@@ -276,7 +271,7 @@ fn qlinear_small_m(
     {
         use rayon::prelude::*;
         // 2^16 values ≈ 40 kB of Q4 data: enough work to pay for the fork.
-        if n * k >= 1 << 16 {
+        if n * w.cols() >= 1 << 16 {
             dst.par_chunks_mut(BLOCK * m)
                 .enumerate()
                 .for_each(|(bi, buf)| run_block(bi, buf));
