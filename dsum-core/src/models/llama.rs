@@ -341,21 +341,6 @@ impl Llama {
         t: usize,
         all_positions: bool,
     ) -> Result<Vec<f32>> {
-        // Enter the thread pool once per step: the ~200 parallel matmuls of a decoding step
-        // then start on a pool thread, instead of each handing off and blocking the caller.
-        #[cfg(feature = "rayon")]
-        return rayon::scope(|_| self.forward_in_pool(st, ids, t, all_positions));
-        #[cfg(not(feature = "rayon"))]
-        self.forward_in_pool(st, ids, t, all_positions)
-    }
-
-    fn forward_in_pool(
-        &self,
-        st: &mut CausalState,
-        ids: &[u32],
-        t: usize,
-        all_positions: bool,
-    ) -> Result<Vec<f32>> {
         let c = &self.config;
         let (hs, h, kv, dh) = (
             c.hidden_size,
