@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use dsum_core::generation::{GenerationConfig, Ids};
 use dsum_core::io::gguf::{hf, tokenizer, GgufFile, GgufModel};
-use dsum_core::models::{LoadedModel, Model};
+use dsum_core::models::{LoadOptions, LoadedModel, Model};
 use dsum_core::tensor::SharedBytes;
 use serde_json::Value;
 
@@ -92,13 +92,19 @@ fn dequantized_tensors_are_bit_exact() {
     }
 }
 
+/// Both loaders: everything decoded at load, and Q4_0/Q4_1/Q8_0 kept quantized (whose
+/// `get` decodes through the Q/K row map: the same bits).
 #[test]
 fn hf_state_dict_matches_transformers() {
     let r = reference();
-    for f in FILES {
+    for (f, quantized) in FILES.iter().flat_map(|f| [(f, false), (f, true)]) {
         let g = open(f);
         let cfg = hf::llama_config(&g).unwrap();
-        let ck = hf::checkpoint(&g, &cfg).unwrap();
+        let ck = if quantized {
+            hf::quantized_checkpoint(&g, &cfg).unwrap()
+        } else {
+            hf::checkpoint(&g, &cfg).unwrap()
+        };
         let want = r["files"][f]["hf_state_dict_fnv1a64"].as_object().unwrap();
         for (name, h) in want {
             if name == "lm_head.weight" && cfg.tie_word_embeddings {
@@ -112,7 +118,11 @@ fn hf_state_dict_matches_transformers() {
                 .unwrap_or_else(|| panic!("{f}: {name} missing"))
                 .to_vec();
             let w = ck.get(name, &shape).unwrap();
-            assert_eq!(&fnv1a64(&w), h.as_str().unwrap(), "{f} {name}");
+            assert_eq!(
+                &fnv1a64(&w),
+                h.as_str().unwrap(),
+                "{f} {name} (quantized: {quantized})"
+            );
         }
     }
 }
@@ -285,15 +295,23 @@ fn check_model(m: &dsum_core::models::llama::Llama, prompts: &Value, what: &str,
     }
 }
 
+/// The default load reads Q4_0/Q4_1/Q8_0 matrices quantized (fused kernels), `dequantize`
+/// decodes everything to f32 first: both must give transformers' logits and ids.
 #[test]
 fn logits_and_greedy_ids_match_transformers() {
     let r = reference();
     for f in FILES {
-        let m = LoadedModel::load(&dir().join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
-        let Model::Llama(l) = &m.model else {
-            panic!("{f} is not a Llama-family model")
-        };
-        check_model(l, &r["files"][f]["prompts"], f, true);
+        for dequantize in [false, true] {
+            let m = LoadedModel::load_with(&dir().join(f), LoadOptions { dequantize }, Ok)
+                .unwrap_or_else(|e| panic!("{f}: {e}"));
+            let Model::Llama(l) = &m.model else {
+                panic!("{f} is not a Llama-family model")
+            };
+            // Every fixture has Q4_0, Q4_1 and Q8_0 matrices (embedding included).
+            assert_eq!(l.quantized_matrices() > 0, !dequantize, "{f}");
+            let what = format!("{f} (dequantize: {dequantize})");
+            check_model(l, &r["files"][f]["prompts"], &what, true);
+        }
     }
 }
 
@@ -332,7 +350,17 @@ fn smollm2_matches_transformers() {
         .chat_template
         .as_deref()
         .is_some_and(|t| t.contains("<|im_start|>")));
-    check_model(&m.model, &r["prompts"], "SmolLM2", false);
+    // The default path: 30 × 7 Q4_1 projections and the Q8_0 (tied) embedding, fused kernels.
+    assert_eq!(m.model.quantized_matrices(), 211);
+    check_model(&m.model, &r["prompts"], "SmolLM2 (quantized)", false);
+    let f32_model = GgufModel::from_file_with(&g, true).unwrap();
+    assert_eq!(f32_model.model.quantized_matrices(), 0);
+    check_model(
+        &f32_model.model,
+        &r["prompts"],
+        "SmolLM2 (dequantized)",
+        false,
+    );
 }
 
 // ---- bad input -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use dsum_core::generation::scripts::{blocked_tokens, ScriptSet};
 use dsum_core::generation::GenerationConfig;
 use dsum_core::hub::{resolve_model, NoProgress, Progress};
-use dsum_core::models::{LoadedModel, Model};
+use dsum_core::models::{LoadOptions, LoadedModel, Model};
 use dsum_core::prompt::{
     PromptBuilder, DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE, ENGLISH_SYSTEM_PROMPT,
     ENGLISH_USER_TEMPLATE,
@@ -18,17 +18,23 @@ use dsum_core::prompt::{
 use super::gen_flags::PromptFlags;
 
 /// Load `--model`: a folder, or a Hub repo id `org/name[@revision]` resolved in the Hugging
-/// Face cache (downloaded when missing).
-pub fn load_model(arg: &Path) -> Result<LoadedModel> {
-    load_model_with_adapter(arg, None)
+/// Face cache (downloaded when missing). `dequantize` (`--dequantize`): a GGUF's weights
+/// all decoded to f32 at load.
+pub fn load_model(arg: &Path, dequantize: bool) -> Result<LoadedModel> {
+    load_model_with_adapter(arg, None, dequantize)
 }
 
 /// Load `--model` with a PEFT LoRA adapter folder (`--adapter`) merged into its weights
 /// (W += scaling·B·A, as peft's `merge_and_unload`).
-pub fn load_model_with_adapter(arg: &Path, adapter: Option<&Path>) -> Result<LoadedModel> {
+pub fn load_model_with_adapter(
+    arg: &Path,
+    adapter: Option<&Path>,
+    dequantize: bool,
+) -> Result<LoadedModel> {
     let dir = resolve_model_arg(arg, false)?;
+    let opts = LoadOptions { dequantize };
     let Some(adapter_dir) = adapter else {
-        return LoadedModel::load(&dir)
+        return LoadedModel::load_with(&dir, opts, Ok)
             .with_context(|| format!("cannot load the model in {}", dir.display()));
     };
     anyhow::ensure!(
@@ -39,7 +45,7 @@ pub fn load_model_with_adapter(arg: &Path, adapter: Option<&Path>) -> Result<Loa
     let adapter = dsum_core::lora::adapter::Adapter::load(adapter_dir)
         .with_context(|| format!("cannot load the adapter in {}", adapter_dir.display()))?;
     let shown = adapter_dir.display().to_string();
-    LoadedModel::load_with(&dir, |ck| {
+    LoadedModel::load_with(&dir, opts, |ck| {
         dsum_core::lora::merge::merge(&ck, &adapter, &shown)
     })
     .with_context(|| {

@@ -477,7 +477,7 @@ impl RougeEval {
     fn score(&mut self, model: &dyn Trainable) -> Result<RougeResult> {
         let weights = model.merged_weights()?;
         let dir = self.base_dir.display().to_string();
-        let lm = LoadedModel::load_with(&self.base_dir, move |_| {
+        let lm = LoadedModel::load_with(&self.base_dir, Default::default(), move |_| {
             Ok(Checkpoint::from_weights(dir, weights.into_iter().collect()))
         })?;
         let (gen, user_max) = super::common::generation_config(&lm, &self.kwargs)?;

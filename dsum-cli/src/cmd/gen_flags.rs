@@ -79,6 +79,9 @@ macro_rules! with_generation_flags {
             /// causal LMs: extra chat-template variables as JSON, e.g. '{"enable_thinking": false}'
             #[argh(option)]
             pub template_kwargs: Option<String>,
+            /// GGUF: decode all weights to f32 at load instead of reading Q4_0/Q4_1/Q8_0 quantized (same values, 4-7x the memory, slower)
+            #[argh(switch)]
+            pub dequantize: bool,
         }
 
         impl $name {

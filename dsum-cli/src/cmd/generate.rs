@@ -71,7 +71,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             _ => bail!("{shown}: line {}: expected a JSON object", i + 1),
         }
     }
-    let model = load_model_with_adapter(&args.model, args.adapter.as_deref())?;
+    let model = load_model_with_adapter(&args.model, args.adapter.as_deref(), args.dequantize)?;
     let (mut gen, user_max) = generation_config(&model, &kwargs)?;
     let pflags = args.prompt_flags();
     apply_allow_scripts(&model, &mut gen, &pflags, args.quiet)?;

@@ -247,6 +247,7 @@ pub fn run(args: ScreenArgs) -> Result<()> {
             di,
             batch_size,
             args.quiet,
+            args.dequantize,
         );
         let peak = peak_rss();
         match run {
@@ -324,6 +325,7 @@ pub fn run(args: ScreenArgs) -> Result<()> {
 }
 
 /// Summarize `rows` with one model: predictions, parameters, seconds, generated tokens.
+#[allow(clippy::too_many_arguments)]
 fn screen_one(
     path: &Path,
     kwargs: &Value,
@@ -332,8 +334,9 @@ fn screen_one(
     di: usize,
     batch_size: usize,
     quiet: bool,
+    dequantize: bool,
 ) -> Result<(Vec<String>, usize, f64, usize)> {
-    let model = load_model(path)?;
+    let model = load_model(path, dequantize)?;
     let (mut gen, user_max) = generation_config(&model, kwargs)?;
     apply_allow_scripts(&model, &mut gen, pflags, quiet)?;
     let mut sm = Summarizer {

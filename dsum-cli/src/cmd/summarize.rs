@@ -175,7 +175,7 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     set_threads(args.threads)?;
     let kwargs = args.generation_kwargs()?;
     let rows = read_dialogues(&args.input)?;
-    let model = load_model_with_adapter(&args.model, args.adapter.as_deref())?;
+    let model = load_model_with_adapter(&args.model, args.adapter.as_deref(), args.dequantize)?;
     let (mut gen, user_max) = generation_config(&model, &kwargs)?;
     let pflags = args.prompt_flags();
     apply_allow_scripts(&model, &mut gen, &pflags, args.quiet)?;

@@ -10,6 +10,7 @@ use safetensors::tensor::{Dtype, SafeTensors};
 
 use super::raw_tensor::{RawTensor, TensorSource};
 use crate::error::{Error, Result};
+use crate::ops::qmatmul::{LinearWeight, QMatrix};
 use crate::tensor::{SharedBytes, Weight};
 
 struct Entry {
@@ -27,6 +28,8 @@ pub struct Checkpoint {
     tensors: HashMap<String, Entry>,
     /// Tensors already decoded to f32 by another reader (GGUF, pytorch .bin), by HF name.
     decoded: HashMap<String, Weight>,
+    /// Matrices kept in a quantized form the fused kernels read (GGUF), by HF name.
+    quantized: HashMap<String, QMatrix>,
     /// Where errors about decoded tensors point.
     decoded_path: String,
 }
@@ -75,6 +78,7 @@ impl Checkpoint {
             files,
             tensors,
             decoded: HashMap::new(),
+            quantized: HashMap::new(),
             decoded_path: String::new(),
         })
     }
@@ -86,8 +90,16 @@ impl Checkpoint {
             files: Vec::new(),
             tensors: HashMap::new(),
             decoded: weights,
+            quantized: HashMap::new(),
             decoded_path: path.into(),
         }
+    }
+
+    /// Add matrices that stay quantized: [`Checkpoint::get_linear`] hands them out as they
+    /// are, [`Checkpoint::get`] dequantizes them.
+    pub fn with_quantized(mut self, quantized: HashMap<String, QMatrix>) -> Self {
+        self.quantized = quantized;
+        self
     }
 
     /// Open `model.safetensors`, or the shards of `model.safetensors.index.json`, in `dir`.
@@ -114,13 +126,18 @@ impl Checkpoint {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name) || self.decoded.contains_key(name)
+        self.tensors.contains_key(name)
+            || self.decoded.contains_key(name)
+            || self.quantized.contains_key(name)
     }
 
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
         match self.tensors.get(name) {
             Some(e) => Some(e.shape.as_slice()),
-            None => self.decoded.get(name).map(|w| w.shape.as_slice()),
+            None => match self.decoded.get(name) {
+                Some(w) => Some(w.shape.as_slice()),
+                None => self.quantized.get(name).map(|q| q.shape()),
+            },
         }
     }
 
@@ -128,6 +145,7 @@ impl Checkpoint {
         self.tensors
             .keys()
             .chain(self.decoded.keys())
+            .chain(self.quantized.keys())
             .map(|s| s.as_str())
     }
 
@@ -142,8 +160,26 @@ impl Checkpoint {
             .unwrap_or("<empty checkpoint>")
     }
 
+    /// A linear layer's weight: quantized when the checkpoint keeps it so, else f32.
+    pub fn get_linear(&self, name: &str, shape: &[usize]) -> Result<LinearWeight> {
+        match self.quantized.get(name) {
+            Some(q) if q.shape() == shape => Ok(LinearWeight::Quant(q.clone())),
+            _ => self.get(name, shape).map(LinearWeight::F32),
+        }
+    }
+
     /// The tensor `name` as f32, checked against `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Weight> {
+        if let Some(q) = self.quantized.get(name) {
+            if q.shape() != shape {
+                return Err(Error::Tensor {
+                    path: self.path().to_string(),
+                    name: name.to_string(),
+                    message: format!("expected shape {shape:?}, found {:?}", q.shape()),
+                });
+            }
+            return Ok(Weight::from_vec(shape.to_vec(), q.dequantize()));
+        }
         if let Some(w) = self.decoded.get(name) {
             if w.shape != shape {
                 return Err(Error::Tensor {

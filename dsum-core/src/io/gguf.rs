@@ -432,7 +432,15 @@ pub struct GgufModel {
 }
 
 impl GgufModel {
+    /// The model with its Q4_0 / Q4_1 / Q8_0 matrices read quantized from the mapped file
+    /// (`ops::qmatmul`); other types are dequantized to f32.
     pub fn from_file(g: &GgufFile) -> Result<Self> {
+        Self::from_file_with(g, false)
+    }
+
+    /// `dequantize`: every tensor decoded to f32 at load (as transformers does), none kept
+    /// quantized: 4-7x the memory, the same values.
+    pub fn from_file_with(g: &GgufFile, dequantize: bool) -> Result<Self> {
         let config = hf::llama_config(g)?;
         let tok = tokenizer::from_gguf(g)?;
         let tokenizer = crate::tokenizer::Tokenizer::from_json(
@@ -450,7 +458,11 @@ impl GgufModel {
                 ),
             });
         }
-        let ck = hf::checkpoint(g, &config)?;
+        let ck = if dequantize {
+            hf::checkpoint(g, &config)?
+        } else {
+            hf::quantized_checkpoint(g, &config)?
+        };
         let model = crate::models::llama::Llama::load(config, &ck)?;
         let generation = crate::generation::GenerationConfig {
             bos_token_id: tok.bos_token_id,

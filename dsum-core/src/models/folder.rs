@@ -41,16 +41,25 @@ fn open_weights(dir: &Path) -> Result<Checkpoint> {
     Checkpoint::open_dir(dir)
 }
 
+/// How to load a model.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// GGUF: decode every tensor to f32 at load instead of reading Q4_0 / Q4_1 / Q8_0
+    /// matrices quantized (the same values; 4-7x the memory, decoding several times slower).
+    pub dequantize: bool,
+}
+
 impl LoadedModel {
     /// Load a model folder, or a `.gguf` file (see [`LoadedModel::load_gguf`]).
     pub fn load(dir: &Path) -> Result<Self> {
-        Self::load_with(dir, Ok)
+        Self::load_with(dir, LoadOptions::default(), Ok)
     }
 
-    /// [`LoadedModel::load`] with the folder's checkpoint passed through `weights` first:
-    /// a LoRA adapter merged in, or the weights of a model being trained.
+    /// [`LoadedModel::load`] with options, and the folder's checkpoint passed through
+    /// `transform` first: a LoRA adapter merged in, or the weights of a model being trained.
     pub fn load_with(
         dir: &Path,
+        opts: LoadOptions,
         transform: impl FnOnce(Checkpoint) -> Result<Checkpoint>,
     ) -> Result<Self> {
         if dir.is_file()
@@ -58,7 +67,7 @@ impl LoadedModel {
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
         {
-            return Self::load_gguf(dir);
+            return Self::load_gguf_with(dir, opts);
         }
         if !dir.is_dir() {
             return Err(Error::io(
@@ -204,21 +213,30 @@ impl LoadedModel {
         })
     }
 
-    /// A Llama-family GGUF file: weights dequantized to f32, config and tokenizer rebuilt
-    /// from the metadata as transformers does with `gguf_file=`; the metadata's
+    /// A Llama-family GGUF file: Q4_0 / Q4_1 / Q8_0 matrices read quantized from the mapped
+    /// file, other weights dequantized to f32, config and tokenizer rebuilt from the
+    /// metadata as transformers does with `gguf_file=`; the metadata's
     /// `tokenizer.chat_template` is `self.tokenizer.chat_template`.
     pub fn load_gguf(path: &Path) -> Result<Self> {
+        Self::load_gguf_with(path, LoadOptions::default())
+    }
+
+    /// [`LoadedModel::load_gguf`] with options.
+    pub fn load_gguf_with(path: &Path, opts: LoadOptions) -> Result<Self> {
         let g = crate::io::gguf::GgufFile::open(path)?;
-        Self::from_gguf(&g)
+        Self::from_gguf(&g, opts)
     }
 
     /// The same as [`LoadedModel::load_gguf`] for a file already in memory.
     pub fn from_gguf_bytes(name: &str, bytes: SharedBytes) -> Result<Self> {
-        Self::from_gguf(&crate::io::gguf::GgufFile::parse(name, bytes)?)
+        Self::from_gguf(
+            &crate::io::gguf::GgufFile::parse(name, bytes)?,
+            LoadOptions::default(),
+        )
     }
 
-    fn from_gguf(g: &crate::io::gguf::GgufFile) -> Result<Self> {
-        let m = crate::io::gguf::GgufModel::from_file(g)?;
+    fn from_gguf(g: &crate::io::gguf::GgufFile, opts: LoadOptions) -> Result<Self> {
+        let m = crate::io::gguf::GgufModel::from_file_with(g, opts.dequantize)?;
         Ok(LoadedModel {
             dir: PathBuf::from(&g.path),
             model: Model::Llama(Box::new(m.model)),

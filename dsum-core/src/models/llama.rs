@@ -14,7 +14,7 @@ use crate::generation::{GenerationConfig, Hypothesis, StepDecoder};
 use crate::io::checkpoint::Checkpoint;
 use crate::ops::activation::Activation;
 use crate::ops::attention::{attention_forward, AttnShape};
-use crate::ops::matmul::linear_forward;
+use crate::ops::qmatmul::LinearWeight;
 use crate::ops::rmsnorm::rmsnorm_inplace;
 use crate::ops::rope::{inv_freq, rope_forward, RopeScaling};
 use crate::tensor::Weight;
@@ -125,25 +125,24 @@ impl LlamaConfig {
 }
 
 struct Proj {
-    w: Weight, // [out, in]
+    w: LinearWeight, // [out, in], f32 or read quantized from a GGUF file
     b: Option<Weight>,
     out: usize,
-    inp: usize,
 }
 
 impl Proj {
     fn load(ck: &Checkpoint, name: &str, out: usize, inp: usize, bias: bool) -> Result<Self> {
-        let w = ck.get(&format!("{name}.weight"), &[out, inp])?;
+        let w = ck.get_linear(&format!("{name}.weight"), &[out, inp])?;
         let b = if bias {
             Some(ck.get(&format!("{name}.bias"), &[out])?)
         } else {
             None
         };
-        Ok(Proj { w, b, out, inp })
+        Ok(Proj { w, b, out })
     }
     fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
         let mut y = vec![0f32; m * self.out];
-        linear_forward(&mut y, x, &self.w, self.b.as_deref(), m, self.inp, self.out);
+        self.w.forward(&mut y, x, self.b.as_deref(), m);
         y
     }
 }
@@ -167,11 +166,11 @@ pub struct Llama {
     pub config: LlamaConfig,
     pub family: Family,
     act: Activation,
-    embed: Weight, // [V, C]
+    embed: LinearWeight, // [V, C], also the output projection when tied
     layers: Vec<Layer>,
-    norm: Weight,            // [C]
-    lm_head: Option<Weight>, // [V, C] when not tied
-    inv_freq: Vec<f32>,      // [dh/2]
+    norm: Weight,                  // [C]
+    lm_head: Option<LinearWeight>, // [V, C] when not tied
+    inv_freq: Vec<f32>,            // [dh/2]
 }
 
 /// KV caches and per-row position bookkeeping for R rows.
@@ -254,12 +253,12 @@ impl Llama {
         let lm_head = if c.tie_word_embeddings && !ck.contains("lm_head.weight") {
             None
         } else {
-            Some(ck.get("lm_head.weight", &[v, hs])?)
+            Some(ck.get_linear("lm_head.weight", &[v, hs])?)
         };
         Ok(Llama {
             family,
             act: Activation::from_name(&c.hidden_act)?,
-            embed: ck.get("model.embed_tokens.weight", &[v, hs])?,
+            embed: ck.get_linear("model.embed_tokens.weight", &[v, hs])?,
             norm: ck.get("model.norm.weight", &[hs])?,
             lm_head,
             inv_freq: inv_freq(dh, c.rope_theta, c.rope_scaling.as_ref())?,
@@ -272,13 +271,30 @@ impl Llama {
         self.config.vocab_size
     }
 
+    /// How many weight matrices are read quantized (`ops::qmatmul`) rather than as f32.
+    pub fn quantized_matrices(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                    .iter()
+                    .filter(|p| p.w.is_quantized())
+                    .count()
+            })
+            .sum();
+        layers
+            + self.embed.is_quantized() as usize
+            + self.lm_head.as_ref().is_some_and(|w| w.is_quantized()) as usize
+    }
+
     /// Parameters as `sum(p.numel() for p in model.parameters())` counts them (tied once).
     pub fn num_parameters(&self) -> usize {
         let per_layer: usize = self
             .layers
             .iter()
             .map(|l| {
-                let proj = |p: &Proj| p.w.len() + p.b.as_ref().map_or(0, |b| b.len());
+                let proj = |p: &Proj| p.w.numel() + p.b.as_ref().map_or(0, |b| b.len());
                 l.input_layernorm.len()
                     + l.post_attention_layernorm.len()
                     + [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
@@ -289,8 +305,8 @@ impl Llama {
                     + l.k_norm.as_ref().map_or(0, |w| w.len())
             })
             .sum();
-        self.embed.len()
-            + self.lm_head.as_ref().map_or(0, |w| w.len())
+        self.embed.numel()
+            + self.lm_head.as_ref().map_or(0, |w| w.numel())
             + self.norm.len()
             + per_layer
     }
@@ -365,7 +381,7 @@ impl Llama {
                     c.vocab_size
                 )));
             }
-            x[i * hs..(i + 1) * hs].copy_from_slice(&self.embed[id * hs..(id + 1) * hs]);
+            self.embed.row_into(id, &mut x[i * hs..(i + 1) * hs]);
         }
         let scale = (dh as f32).powf(-0.5);
         let mut xn = vec![0f32; n * hs];
@@ -446,7 +462,7 @@ impl Llama {
         let m = hidden.len() / hs;
         let mut logits = vec![0f32; m * c.vocab_size];
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        linear_forward(&mut logits, &hidden, head, None, m, hs, c.vocab_size);
+        head.forward(&mut logits, &hidden, None, m);
         Ok(logits)
     }
 

@@ -9,4 +9,4 @@ pub mod llama_train;
 #[cfg(feature = "std")]
 mod folder;
 #[cfg(feature = "std")]
-pub use folder::{LoadedModel, Model};
+pub use folder::{LoadOptions, LoadedModel, Model};

@@ -10,6 +10,7 @@ pub mod embedding;
 pub(crate) mod gradcheck;
 pub mod layernorm;
 pub mod matmul;
+pub mod qmatmul;
 pub mod rmsnorm;
 pub mod rope;
 pub mod softmax;

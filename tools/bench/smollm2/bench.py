@@ -10,7 +10,9 @@ Best of --rounds for every timed quantity.
              the first one, prompt and (for dsum) process start and model load cancel out.
 
 dsum is timed as whole processes (`dsum-cli generate`): its prefill is T(256-token prompt, 1 new
-token) - T(1-token prompt, 1 new token), the second run being process start + GGUF load/dequantize.
+token) - T(1-token prompt, 1 new token), the second run being process start + GGUF load. It runs
+twice: reading the Q4_1/Q8_0 matrices quantized (the default, fused dequantizing matmul) and with
+`--dequantize` (every weight decoded to f32 at load, the same f32 weights as the other systems).
 """
 import argparse, json, os, subprocess, sys, tempfile, time
 
@@ -53,7 +55,7 @@ def prompt_ids(hf, n):
     return ids[:n]
 
 
-def bench_dsum(exe, gguf, ids, new, rounds, threads):
+def bench_dsum(exe, gguf, ids, new, rounds, threads, extra=()):
     tmp = tempfile.mkdtemp(prefix="dsum-smollm2-")
 
     def run(prompt, n):
@@ -61,7 +63,7 @@ def bench_dsum(exe, gguf, ids, new, rounds, threads):
         with open(inp, "w") as f:
             f.write(json.dumps({"input_ids": prompt}) + "\n")
         cmd = [exe, "generate", "--model", gguf, "--input", inp, "--output", out, "--threads", str(threads),
-               "--quiet", "--max-new-tokens", str(n), "--min-new-tokens", str(n)]
+               "--quiet", "--max-new-tokens", str(n), "--min-new-tokens", str(n), *extra]
 
         def go():
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -135,17 +137,19 @@ def main():
     ids = prompt_ids(hf, a.prompt)
 
     r = {}
-    r["dsum"] = bench_dsum(a.dsum, a.gguf, ids, a.new, a.rounds, a.threads)
-    print(f"dsum: load {r['dsum']['load']:.3f}s  prefill {r['dsum']['prefill']:.3f}s  "
-          f"decode {r['dsum']['decode']:.1f} tok/s", file=sys.stderr)
+    dsums = {"dsum": (), "dsum_f32": ("--dequantize",)}
+    for k, extra in dsums.items():
+        r[k] = bench_dsum(a.dsum, a.gguf, ids, a.new, a.rounds, a.threads, extra)
+        print(f"{k}: load {r[k]['load']:.3f}s  prefill {r[k]['prefill']:.3f}s  "
+              f"decode {r[k]['decode']:.1f} tok/s", file=sys.stderr)
     r["torch"] = bench_torch(hf, ids, a.new, a.rounds)
     print(f"torch: prefill {r['torch']['prefill']:.3f}s  decode {r['torch']['decode']:.1f} tok/s", file=sys.stderr)
     r["ct2"] = bench_ct2(ct2, hf, ids, a.new, a.rounds, a.threads)
     print(f"ct2: prefill {r['ct2']['prefill']:.3f}s  decode {r['ct2']['decode']:.1f} tok/s", file=sys.stderr)
 
-    rec = r["dsum"].pop("record")
-    d_ids = rec["sequences"][0]  # new tokens only
-    r["dsum"]["ids"] = d_ids
+    for k in dsums:
+        r[k]["ids"] = r[k].pop("record")["sequences"][0]  # new tokens only
+    d_ids = r["dsum"]["ids"]
 
     def agree(x, y):
         n = 0
@@ -156,18 +160,22 @@ def main():
         return n
 
     r["match_dsum_torch"] = agree(d_ids, r["torch"]["ids"])
+    r["match_dsum_f32_torch"] = agree(r["dsum_f32"]["ids"], r["torch"]["ids"])
     r["match_ct2_torch"] = agree(r["ct2"]["ids"], r["torch"]["ids"])
     r["prompt_ids"] = ids
 
     print("\n| system | prefill, 256 tokens | decode, 128 tokens |\n|---|---|---|")
-    names = {"dsum": "dsum (f32, dequantized GGUF)", "torch": "transformers (PyTorch) fp32", "ct2": "CTranslate2 float32"}
-    for k in ("dsum", "torch", "ct2"):
+    names = {"dsum": "dsum (quantized GGUF, fused matmul)", "dsum_f32": "dsum --dequantize (f32)",
+             "torch": "transformers (PyTorch) fp32", "ct2": "CTranslate2 float32"}
+    for k in ("dsum", "dsum_f32", "torch", "ct2"):
         print(f"| {names[k]} | {r[k]['prefill']:.3f} s | {r[k]['decode']:.1f} tok/s |")
-    for k in ("torch", "ct2"):
-        print(f"dsum / {k}: prefill time {r['dsum']['prefill'] / r[k]['prefill']:.2f}x, "
-              f"decode tok/s {r['dsum']['decode'] / r[k]['decode']:.2f}x")
-    print(f"dsum load (process start + GGUF read + dequantize): {r['dsum']['load']:.3f} s")
+    for d in dsums:
+        for k in ("torch", "ct2"):
+            print(f"{d} / {k}: prefill time {r[d]['prefill'] / r[k]['prefill']:.2f}x, "
+                  f"decode tok/s {r[d]['decode'] / r[k]['decode']:.2f}x")
+        print(f"{d} load (process start + GGUF read): {r[d]['load']:.3f} s")
     print(f"greedy ids equal to PyTorch before the first difference: dsum {r['match_dsum_torch']}/{len(d_ids)}, "
+          f"dsum --dequantize {r['match_dsum_f32_torch']}/{len(r['dsum_f32']['ids'])}, "
           f"CTranslate2 {r['match_ct2_torch']}/{len(r['ct2']['ids'])} (PyTorch {len(r['torch']['ids'])})")
     if a.json:
         with open(a.json, "w") as f:

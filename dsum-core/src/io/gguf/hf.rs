@@ -14,6 +14,7 @@ use super::{GgmlType, GgufFile};
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::models::llama::LlamaConfig;
+use crate::ops::qmatmul::QMatrix;
 use crate::tensor::Weight;
 
 /// The HF name of a GGUF tensor of a Llama-family model, `None` for tensors transformers
@@ -56,21 +57,34 @@ pub fn hf_name(gguf: &str) -> Option<String> {
 /// rows of each head were interleaved as (dim/2, 2), transformers regroups them as (2, dim/2).
 /// `rows × cols` row-major; `n_head` already replaced by the kv head count for K.
 pub fn reverse_permute(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Option<Vec<f32>> {
-    if n_head == 0 || !rows.is_multiple_of(2 * n_head) || w.len() != rows * cols {
+    if w.len() != rows * cols {
+        return None;
+    }
+    let order = unpermuted_rows(rows, n_head)?;
+    let mut out = std::vec![0f32; w.len()];
+    for (dst, &src) in order.iter().enumerate() {
+        let src = src as usize;
+        out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
+    }
+    Some(out)
+}
+
+/// The row map of [`reverse_permute`]: row `dst` of the Hugging Face tensor is row
+/// `order[dst]` of the GGUF one (what the quantized path reads rows through).
+pub fn unpermuted_rows(rows: usize, n_head: usize) -> Option<Vec<u32>> {
+    if n_head == 0 || !rows.is_multiple_of(2 * n_head) || u32::try_from(rows).is_err() {
         return None;
     }
     let dim = rows / n_head / 2;
-    let mut out = std::vec![0f32; w.len()];
+    let mut order = std::vec![0u32; rows];
     for h in 0..n_head {
         for a in 0..2 {
             for d in 0..dim {
-                let dst = h * 2 * dim + a * dim + d;
-                let src = h * 2 * dim + d * 2 + a;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
+                order[h * 2 * dim + a * dim + d] = (h * 2 * dim + d * 2 + a) as u32;
             }
         }
     }
-    Some(out)
+    Some(order)
 }
 
 /// The architectures this loader maps (value of `general.architecture`).
@@ -273,6 +287,17 @@ fn check_shapes(g: &GgufFile, j: &Json) -> Result<()> {
 /// Every tensor transformers would load, dequantized to f32 under its HF name; F32 tensors
 /// that need no permutation stay borrowed from the mapped file.
 pub fn checkpoint(g: &GgufFile, config: &LlamaConfig) -> Result<Checkpoint> {
+    load_checkpoint(g, config, false)
+}
+
+/// As [`checkpoint`], but the matrices of types with fused kernels (Q4_0, Q4_1, Q8_0) stay
+/// quantized, borrowed from the mapped file (Q/K rows read through [`unpermuted_rows`]);
+/// `Checkpoint::get` still dequantizes them to the same f32 values on request.
+pub fn quantized_checkpoint(g: &GgufFile, config: &LlamaConfig) -> Result<Checkpoint> {
+    load_checkpoint(g, config, true)
+}
+
+fn load_checkpoint(g: &GgufFile, config: &LlamaConfig, keep_quantized: bool) -> Result<Checkpoint> {
     let arch = g.get_str("general.architecture")?;
     // transformers only reverses the permutation when both head counts are in the metadata.
     let heads = match (
@@ -285,6 +310,7 @@ pub fn checkpoint(g: &GgufFile, config: &LlamaConfig) -> Result<Checkpoint> {
         _ => None,
     };
     let mut weights = HashMap::new();
+    let mut quantized = HashMap::new();
     for t in &g.tensors {
         let Some(name) = hf_name(&t.name) else {
             continue;
@@ -299,6 +325,26 @@ pub fn checkpoint(g: &GgufFile, config: &LlamaConfig) -> Result<Checkpoint> {
                 None
             }
         });
+        let terr = |message: String| Error::Tensor {
+            path: g.path.clone(),
+            name: t.name.clone(),
+            message,
+        };
+        if keep_quantized && shape.len() == 2 && QMatrix::supports(t.ty) {
+            let (rows, cols) = (shape[0], shape[1]);
+            let order = match permute {
+                None => None,
+                Some(n_head) => Some(unpermuted_rows(rows, n_head).ok_or_else(|| {
+                    terr(format!(
+                        "{rows} rows cannot be split into {n_head} heads of rotary pairs"
+                    ))
+                })?),
+            };
+            let q = QMatrix::new(t.ty, rows, cols, g.shared_bytes().clone(), t.start, order)
+                .map_err(terr)?;
+            quantized.insert(name, q);
+            continue;
+        }
         let w = match permute {
             None if t.ty == GgmlType::F32 => {
                 match Weight::from_shared(shape.clone(), g.shared_bytes().clone(), t.start) {
@@ -315,20 +361,17 @@ pub fn checkpoint(g: &GgufFile, config: &LlamaConfig) -> Result<Checkpoint> {
                 } else {
                     1
                 };
-                let p =
-                    reverse_permute(&data, rows, cols, n_head).ok_or_else(|| Error::Tensor {
-                        path: g.path.clone(),
-                        name: t.name.clone(),
-                        message: format!(
-                            "{rows} rows cannot be split into {n_head} heads of rotary pairs"
-                        ),
-                    })?;
+                let p = reverse_permute(&data, rows, cols, n_head).ok_or_else(|| {
+                    terr(format!(
+                        "{rows} rows cannot be split into {n_head} heads of rotary pairs"
+                    ))
+                })?;
                 Weight::from_vec(shape, p)
             }
         };
         weights.insert(name, w);
     }
-    Ok(Checkpoint::from_weights(g.path.clone(), weights))
+    Ok(Checkpoint::from_weights(g.path.clone(), weights).with_quantized(quantized))
 }
 
 /// `tokenizer.chat_template` from the metadata.
