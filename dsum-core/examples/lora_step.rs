@@ -38,10 +38,7 @@ fn parse_args() -> Res<Args> {
     let (mut model, mut ids, mut adapter) = (None, None, None);
     let (mut batch, mut seq, mut steps, mut lr) = (4usize, 256usize, 5usize, 2e-4f32);
     while let Some(flag) = it.next() {
-        let mut val = || {
-            it.next()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         let num = |v: String, what: &str| -> Res<usize> {
             v.parse()
                 .map_err(|_| format!("{what} must be a whole number, got `{v}`").into())
