@@ -15,11 +15,7 @@ pub fn cross_entropy_backward(
     v: usize,
     scale: f32,
 ) -> Result<(f64, usize), String> {
-    let rows = if v == 0 {
-        0
-    } else {
-        (logits.len() / v).min(targets.len())
-    };
+    let rows = logits.len().checked_div(v).unwrap_or(0).min(targets.len());
     let (logits, targets) = (&mut logits[..rows * v], &targets[..rows]);
     if let Some(&bad) = targets
         .iter()
