@@ -136,7 +136,7 @@ def main():
     a = ap.parse_args()
     hf = os.path.join(a.cache, "smollm2-hf")
     if a.worker:
-        return worker_torch(hf, a.ids, a.batch, a.seq, a.steps + 1, a.threads)
+        return worker_torch(hf, a.ids, a.batch, a.seq, a.steps, a.threads)  # --steps counts the warm-up here
     ids, adapter = prepare(hf, os.path.join(a.cache, "lora_step"), a.batch, a.seq, a.threads)
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads),
                RAYON_NUM_THREADS=str(a.threads))
