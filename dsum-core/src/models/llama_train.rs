@@ -85,6 +85,54 @@ struct LayerCache {
     cd: LinearCache,
 }
 
+/// Rows of the MLP's elementwise passes per parallel task.
+const GLU_ROWS: usize = 32;
+
+/// [`glu_forward`] over row blocks, in parallel with the `rayon` feature (it evaluates an
+/// exp per element of the [N, F] intermediate: serial, it would idle the other cores).
+fn glu_forward_rows(a: &mut [f32], g: &[f32], u: &[f32], f: usize, act: Activation) {
+    let ch = GLU_ROWS * f.max(1);
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        a.par_chunks_mut(ch)
+            .zip(g.par_chunks(ch).zip(u.par_chunks(ch)))
+            .for_each(|(a, (g, u))| glu_forward(a, g, u, act));
+    }
+    #[cfg(not(feature = "rayon"))]
+    a.chunks_mut(ch)
+        .zip(g.chunks(ch).zip(u.chunks(ch)))
+        .for_each(|(a, (g, u))| glu_forward(a, g, u, act));
+}
+
+/// [`glu_backward`] over row blocks, like [`glu_forward_rows`].
+fn glu_backward_rows(
+    dg: &mut [f32],
+    du: &mut [f32],
+    da: &[f32],
+    (g, u): (&[f32], &[f32]),
+    f: usize,
+    act: Activation,
+) {
+    let ch = GLU_ROWS * f.max(1);
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        dg.par_chunks_mut(ch)
+            .zip(du.par_chunks_mut(ch))
+            .zip(
+                da.par_chunks(ch)
+                    .zip(g.par_chunks(ch).zip(u.par_chunks(ch))),
+            )
+            .for_each(|((dg, du), (da, (g, u)))| glu_backward(dg, du, da, g, u, act));
+    }
+    #[cfg(not(feature = "rayon"))]
+    dg.chunks_mut(ch)
+        .zip(du.chunks_mut(ch))
+        .zip(da.chunks(ch).zip(g.chunks(ch).zip(u.chunks(ch))))
+        .for_each(|((dg, du), (da, (g, u)))| glu_backward(dg, du, da, g, u, act));
+}
+
 fn seed_for(seed: Option<u64>, layer: usize, slot: u64) -> Option<u64> {
     seed.map(|s| s ^ ((layer as u64 + 1) << 32) ^ slot.wrapping_mul(0x9E37_79B9))
 }
@@ -313,7 +361,7 @@ impl LlamaTrain {
             let (g, cg) = l.gate.forward(&n2, n, sd(4));
             let (u, cu) = l.up.forward(&n2, n, sd(5));
             let mut a = vec![0f32; g.len()];
-            glu_forward(&mut a, &g, &u, self.act);
+            glu_forward_rows(&mut a, &g, &u, self.config.intermediate_size, self.act);
             let (d, cd) = l.down.forward(&a, n, sd(6));
             let mut x_out = h1.clone();
             x_out.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
@@ -464,7 +512,8 @@ impl Trainable for LlamaTrain {
             let l = &mut self.layers[li];
             l.down.backward(Some(&mut da), &dx, &c.a, &c.cd, n);
             let (mut dg, mut du) = (vec![0f32; c.g.len()], vec![0f32; c.u.len()]);
-            glu_backward(&mut dg, &mut du, &da, &c.g, &c.u, self.act);
+            let f = self.config.intermediate_size;
+            glu_backward_rows(&mut dg, &mut du, &da, (&c.g, &c.u), f, self.act);
             let mut dn2 = vec![0f32; n * hs];
             l.gate.backward(Some(&mut dn2), &dg, &c.n2, &c.cg, n);
             l.up.backward(Some(&mut dn2), &du, &c.n2, &c.cu, n);

@@ -6,8 +6,8 @@
 //! (padding). This is the same computation as transformers' eager attention
 //! (softmax(q·kᵀ·scale + mask)·v).
 
-use super::matmul::dot;
-use super::softmax::softmax_inplace;
+use super::matmul::{dot, matmul_acc_seq};
+use super::softmax::{exp_sub_sum, softmax_inplace};
 
 pub struct AttnShape {
     pub t: usize,
@@ -298,9 +298,45 @@ impl TrainAttn {
     }
 }
 
+/// Causal attention works on blocks of this many queries: a block multiplies only against
+/// the keys it can see (0..block end), which skips ~3/8 of the products at T = 256.
+const CAUSAL_BLOCK: usize = 64;
+
+/// Query blocks `(t0, t1, keys visible to the block)`.
+fn query_blocks(a: &TrainAttn) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    let blk = if a.causal { CAUSAL_BLOCK } else { a.t.max(1) };
+    (0..a.t).step_by(blk).map(move |t0| {
+        let t1 = (t0 + blk).min(a.t);
+        (t0, t1, if a.causal { t1.min(a.s) } else { a.s })
+    })
+}
+
+/// Runs `f(head, chunk of x, chunk of y)` for every head, on all threads when there is
+/// enough work (each head's products then run single-threaded).
+fn for_each_head<F>(x: &mut [f32], xc: usize, y: &mut [f32], yc: usize, work: usize, f: F)
+where
+    F: Fn(usize, &mut [f32], &mut [f32]) + Send + Sync,
+{
+    #[cfg(feature = "rayon")]
+    if work >= 1 << 16 {
+        use rayon::prelude::*;
+        x.par_chunks_mut(xc)
+            .zip(y.par_chunks_mut(yc))
+            .enumerate()
+            .for_each(|(hh, (a, b))| f(hh, a, b));
+        return;
+    }
+    let _ = work;
+    x.chunks_mut(xc)
+        .zip(y.chunks_mut(yc))
+        .enumerate()
+        .for_each(|(hh, (a, b))| f(hh, a, b));
+}
+
 /// out = softmax(q·kᵀ·scale + mask)·v for every head; returns the probabilities [H, T, S]
-/// that the backward pass needs. `key_mask[j] == false` hides key j. Softmax runs in f32
-/// with exact exp, like transformers' eager attention.
+/// that the backward pass needs (0 where masked). `key_mask[j] == false` hides key j.
+/// Softmax runs in f32 like transformers' eager attention (exp within 2 ulp, see
+/// `softmax::exp_fast`). Heads run in parallel with the `rayon` feature.
 pub fn attention_train_forward(
     out: &mut [f32],
     q: &[f32],
@@ -315,62 +351,77 @@ pub fn attention_train_forward(
     let (qs, ks) = (h * dh, kv_h * dh);
     let mut probs = vec![0f32; h * t * s];
     out[..t * qs].iter_mut().for_each(|o| *o = 0.0);
-    for hh in 0..h {
+    if probs.is_empty() || dh == 0 {
+        return probs;
+    }
+    // Each head's output [T, dh], scattered into the interleaved [T, H*dh] afterwards.
+    let mut per_head = vec![0f32; h * t * dh];
+    let head = |hh: usize, p: &mut [f32], o: &mut [f32]| {
         let g = hh / a.group();
-        let p = &mut probs[hh * t * s..(hh + 1) * t * s];
-        super::matmul::matmul_acc(
-            p,
-            (s, 1),
-            &q[hh * dh..],
-            (qs, 1),
-            &k[g * dh..],
-            (1, ks),
-            t,
-            dh,
-            s,
-        );
-        for (ti, row) in p.chunks_exact_mut(s).enumerate() {
-            let visible = |j: usize| (!a.causal || j <= ti) && key_mask.is_none_or(|m| m[j]);
-            let mut max = f32::NEG_INFINITY;
-            for (j, x) in row.iter_mut().enumerate() {
-                *x = if visible(j) {
-                    *x * a.scale
-                } else {
-                    f32::NEG_INFINITY
-                };
-                max = max.max(*x);
-            }
-            let mut sum = 0f32;
-            for x in row.iter_mut() {
-                *x = if *x == f32::NEG_INFINITY {
-                    0.0
-                } else {
-                    libm::expf(*x - max)
-                };
-                sum += *x;
-            }
-            if sum > 0.0 {
-                let inv = 1.0 / sum;
+        for (t0, t1, sv) in query_blocks(a) {
+            let p_blk = &mut p[t0 * s..];
+            matmul_acc_seq(
+                p_blk,
+                (s, 1),
+                &q[t0 * qs + hh * dh..],
+                (qs, 1),
+                &k[g * dh..],
+                (1, ks),
+                t1 - t0,
+                dh,
+                sv,
+            );
+            for ti in t0..t1 {
+                let row = &mut p[ti * s..ti * s + sv];
+                let mut max = f32::NEG_INFINITY;
+                for (j, x) in row.iter_mut().enumerate() {
+                    let visible = (!a.causal || j <= ti) && key_mask.is_none_or(|m| m[j]);
+                    *x = if visible {
+                        *x * a.scale
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                    max = max.max(*x);
+                }
+                if max == f32::NEG_INFINITY {
+                    row.iter_mut().for_each(|x| *x = 0.0);
+                    continue;
+                }
+                let inv = 1.0 / exp_sub_sum(row, max);
                 row.iter_mut().for_each(|x| *x *= inv);
             }
+            matmul_acc_seq(
+                &mut o[t0 * dh..],
+                (dh, 1),
+                &p[t0 * s..],
+                (s, 1),
+                &v[g * dh..],
+                (ks, 1),
+                t1 - t0,
+                sv,
+                dh,
+            );
         }
-        super::matmul::matmul_acc(
-            &mut out[hh * dh..],
-            (qs, 1),
-            p,
-            (s, 1),
-            &v[g * dh..],
-            (ks, 1),
-            t,
-            s,
-            dh,
-        );
+    };
+    for_each_head(
+        &mut probs,
+        t * s,
+        &mut per_head,
+        t * dh,
+        h * t * s * dh,
+        head,
+    );
+    for (hh, o) in per_head.chunks_exact(t * dh).enumerate() {
+        for (ti, row) in o.chunks_exact(dh).enumerate() {
+            out[ti * qs + hh * dh..ti * qs + (hh + 1) * dh].copy_from_slice(row);
+        }
     }
     probs
 }
 
 /// Backward of [`attention_train_forward`]; dq, dk, dv accumulate (GQA: the heads of a
-/// group add into their shared key/value head).
+/// group add into their shared key/value head). Heads run in parallel with the `rayon`
+/// feature, each into its own buffers, summed into dq/dk/dv at the end.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     dq: &mut [f32],
@@ -383,69 +434,96 @@ pub fn attention_backward(
     v: &[f32],
     a: &TrainAttn,
 ) {
-    use super::matmul::matmul_acc;
     let TrainAttn {
         t, s, h, kv_h, dh, ..
     } = *a;
     let (qs, ks) = (h * dh, kv_h * dh);
-    let mut ds = vec![0f32; t * s];
-    for hh in 0..h {
+    if h * t * s * dh == 0 {
+        return;
+    }
+    // Per head: dQ [T, dh]; dK then dV, each [S, dh].
+    let mut dq_h = vec![0f32; h * t * dh];
+    let mut dkv_h = vec![0f32; h * 2 * s * dh];
+    let head = |hh: usize, dqh: &mut [f32], dkvh: &mut [f32]| {
         let g = hh / a.group();
         let p = &probs[hh * t * s..(hh + 1) * t * s];
-        // dV += Pᵀ·dO ; dP = dO·Vᵀ
-        matmul_acc(
-            &mut dv[g * dh..],
-            (ks, 1),
-            p,
-            (1, s),
-            &dout[hh * dh..],
-            (qs, 1),
-            s,
-            t,
-            dh,
-        );
-        ds.iter_mut().for_each(|x| *x = 0.0);
-        matmul_acc(
-            &mut ds,
-            (s, 1),
-            &dout[hh * dh..],
-            (qs, 1),
-            &v[g * dh..],
-            (1, ks),
-            t,
-            dh,
-            s,
-        );
-        // dS = P ⊙ (dP - Σ_j dP·P) · scale
-        for (dr, pr) in ds.chunks_exact_mut(s).zip(p.chunks_exact(s)) {
-            let dot: f32 = dr.iter().zip(pr).map(|(d, p)| d * p).sum();
-            dr.iter_mut()
-                .zip(pr)
-                .for_each(|(d, p)| *d = p * (*d - dot) * a.scale);
+        let (dkh, dvh) = dkvh.split_at_mut(s * dh);
+        let mut ds = Vec::new();
+        for (t0, t1, sv) in query_blocks(a) {
+            let tb = t1 - t0;
+            let (p_blk, do_blk, q_blk) = (
+                &p[t0 * s..],
+                &dout[t0 * qs + hh * dh..],
+                &q[t0 * qs + hh * dh..],
+            );
+            // dV += Pᵀ·dO ; dP = dO·Vᵀ
+            matmul_acc_seq(dvh, (dh, 1), p_blk, (1, s), do_blk, (qs, 1), sv, tb, dh);
+            ds.clear();
+            ds.resize(tb * sv, 0.0);
+            matmul_acc_seq(
+                &mut ds,
+                (sv, 1),
+                do_blk,
+                (qs, 1),
+                &v[g * dh..],
+                (1, ks),
+                tb,
+                dh,
+                sv,
+            );
+            // dS = P ⊙ (dP - Σ_j dP·P) · scale
+            for (dr, pr) in ds.chunks_exact_mut(sv).zip(p_blk.chunks(s)) {
+                let pr = &pr[..sv];
+                let dot: f32 = dr.iter().zip(pr).map(|(d, p)| d * p).sum();
+                dr.iter_mut()
+                    .zip(pr)
+                    .for_each(|(d, p)| *d = p * (*d - dot) * a.scale);
+            }
+            // dQ += dS·K ; dK += dSᵀ·Q
+            matmul_acc_seq(
+                &mut dqh[t0 * dh..],
+                (dh, 1),
+                &ds,
+                (sv, 1),
+                &k[g * dh..],
+                (ks, 1),
+                tb,
+                sv,
+                dh,
+            );
+            matmul_acc_seq(dkh, (dh, 1), &ds, (1, sv), q_blk, (qs, 1), sv, tb, dh);
         }
-        // dQ += dS·K ; dK += dSᵀ·Q
-        matmul_acc(
-            &mut dq[hh * dh..],
-            (qs, 1),
-            &ds,
-            (s, 1),
-            &k[g * dh..],
-            (ks, 1),
-            t,
-            s,
-            dh,
-        );
-        matmul_acc(
-            &mut dk[g * dh..],
-            (ks, 1),
-            &ds,
-            (1, s),
-            &q[hh * dh..],
-            (qs, 1),
-            s,
-            t,
-            dh,
-        );
+    };
+    for_each_head(
+        &mut dq_h,
+        t * dh,
+        &mut dkv_h,
+        2 * s * dh,
+        h * t * s * dh,
+        head,
+    );
+    for hh in 0..h {
+        let g = hh / a.group();
+        for (ti, row) in dq_h[hh * t * dh..(hh + 1) * t * dh]
+            .chunks_exact(dh)
+            .enumerate()
+        {
+            let dst = &mut dq[ti * qs + hh * dh..ti * qs + (hh + 1) * dh];
+            dst.iter_mut().zip(row).for_each(|(d, x)| *d += x);
+        }
+        let (dkh, dvh) = dkv_h[hh * 2 * s * dh..(hh + 1) * 2 * s * dh].split_at(s * dh);
+        for j in 0..s {
+            let at = j * ks + g * dh;
+            let (src_k, src_v) = (&dkh[j * dh..(j + 1) * dh], &dvh[j * dh..(j + 1) * dh]);
+            dk[at..at + dh]
+                .iter_mut()
+                .zip(src_k)
+                .for_each(|(d, x)| *d += x);
+            dv[at..at + dh]
+                .iter_mut()
+                .zip(src_v)
+                .for_each(|(d, x)| *d += x);
+        }
     }
 }
 
@@ -508,6 +586,100 @@ mod train_tests {
             scale: 0.5,
         };
         run(a, Some(vec![true, true, false, true, true, false]));
+    }
+
+    /// Shapes past one causal block and big enough for the per-head threads: forward
+    /// against the inference loop, backward against the textbook formulas in f64.
+    #[test]
+    fn blocked_parallel_attention_matches_reference() {
+        let a = TrainAttn {
+            t: 150,
+            s: 150,
+            h: 4,
+            kv_h: 2,
+            dh: 16,
+            causal: true,
+            scale: 0.25,
+        };
+        let (t, h, kv_h, dh) = (a.t, a.h, a.kv_h, a.dh);
+        let (qs, ks) = (h * dh, kv_h * dh);
+        let q = rand_vec(t * qs, 71);
+        let k = rand_vec(t * ks, 72);
+        let v = rand_vec(t * ks, 73);
+        let dout = rand_vec(t * qs, 74);
+        let mask: Vec<bool> = (0..t).map(|j| j % 11 != 5).collect();
+        let mut got = vec![0f32; t * qs];
+        let probs = attention_train_forward(&mut got, &q, &k, &v, Some(&mask), &a);
+        // Inference layout: caches [KV, cap, dh].
+        let split = |x: &[f32]| {
+            let mut o = vec![0f32; x.len()];
+            for j in 0..t {
+                for g in 0..kv_h {
+                    for i in 0..dh {
+                        o[(g * t + j) * dh + i] = x[j * ks + g * dh + i];
+                    }
+                }
+            }
+            o
+        };
+        let shape = AttnShape {
+            t,
+            h,
+            kv_h,
+            dh,
+            cap: t,
+            len: t,
+        };
+        let mut want = vec![0f32; t * qs];
+        attention_loop(
+            &mut want,
+            &q,
+            &split(&k),
+            &split(&v),
+            &shape,
+            Some(0),
+            Some(&mask),
+            a.scale,
+        );
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-5, "forward {g} vs {w}");
+        }
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f32; q.len()],
+            vec![0f32; k.len()],
+            vec![0f32; v.len()],
+        );
+        attention_backward(&mut dq, &mut dk, &mut dv, &dout, &probs, &q, &k, &v, &a);
+        let (mut rq, mut rk, mut rv) = (
+            vec![0f64; q.len()],
+            vec![0f64; k.len()],
+            vec![0f64; v.len()],
+        );
+        for hh in 0..h {
+            let g = hh / (h / kv_h);
+            for i in 0..t {
+                let p = |j: usize| probs[(hh * t + i) * t + j] as f64;
+                let dov = |j: usize| -> f64 {
+                    (0..dh)
+                        .map(|c| dout[i * qs + hh * dh + c] as f64 * v[j * ks + g * dh + c] as f64)
+                        .sum()
+                };
+                let dot: f64 = (0..t).map(|j| p(j) * dov(j)).sum();
+                for j in 0..t {
+                    let ds = p(j) * (dov(j) - dot) * a.scale as f64;
+                    for c in 0..dh {
+                        rv[j * ks + g * dh + c] += p(j) * dout[i * qs + hh * dh + c] as f64;
+                        rq[i * qs + hh * dh + c] += ds * k[j * ks + g * dh + c] as f64;
+                        rk[j * ks + g * dh + c] += ds * q[i * qs + hh * dh + c] as f64;
+                    }
+                }
+            }
+        }
+        for (name, got, want) in [("dq", &dq, &rq), ("dk", &dk, &rk), ("dv", &dv, &rv)] {
+            for (g, w) in got.iter().zip(want.iter()) {
+                assert!((*g as f64 - w).abs() < 1e-4, "{name}: {g} vs {w}");
+            }
+        }
     }
 
     #[test]

@@ -7,33 +7,51 @@ pub const IGNORE_INDEX: i64 = -100;
 /// For each row r of logits [N, V] with target `targets[r]` (IGNORE_INDEX skips the row):
 /// loss_r = logsumexp(row) - row[target]. Returns (Σ loss_r, rows counted); the logits
 /// become `scale · (softmax - onehot)` on counted rows and 0 elsewhere. A target outside
-/// 0..V is an error (PyTorch raises too).
+/// 0..V is an error (PyTorch raises too). Rows run in parallel with the `rayon` feature
+/// (the vocabulary makes this the largest elementwise pass of a training step).
 pub fn cross_entropy_backward(
     logits: &mut [f32],
     targets: &[i64],
     v: usize,
     scale: f32,
 ) -> Result<(f64, usize), String> {
-    let mut sum = 0f64;
-    let mut counted = 0;
-    for (row, &tgt) in logits.chunks_exact_mut(v).zip(targets) {
+    let rows = logits.len().checked_div(v).unwrap_or(0).min(targets.len());
+    let (logits, targets) = (&mut logits[..rows * v], &targets[..rows]);
+    if let Some(&bad) = targets
+        .iter()
+        .find(|&&t| t != IGNORE_INDEX && (t < 0 || t as usize >= v))
+    {
+        return Err(format!("label {bad} is outside the vocabulary ({v})"));
+    }
+    let counted = targets.iter().filter(|&&t| t != IGNORE_INDEX).count();
+    if v == 0 {
+        return Ok((0.0, counted));
+    }
+    let row_loss = |(row, &tgt): (&mut [f32], &i64)| -> f64 {
         if tgt == IGNORE_INDEX {
             row.iter_mut().for_each(|x| *x = 0.0);
-            continue;
+            return 0.0;
         }
-        if tgt < 0 || tgt as usize >= v {
-            return Err(format!("label {tgt} is outside the vocabulary ({v})"));
-        }
+        let target_logit = row[tgt as usize];
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let z: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
-        let lse = max as f64 + z.ln();
-        sum += lse - row[tgt as usize] as f64;
-        counted += 1;
-        for x in row.iter_mut() {
-            *x = (((*x as f64 - lse).exp()) as f32) * scale;
-        }
+        // row <- exp(row - max), z = Σ; then softmax = row / z.
+        let z = super::softmax::exp_sub_sum(row, max) as f64;
+        let k = (scale as f64 / z) as f32;
+        row.iter_mut().for_each(|x| *x *= k);
         row[tgt as usize] -= scale;
-    }
+        max as f64 + z.ln() - target_logit as f64
+    };
+    #[cfg(feature = "rayon")]
+    let sum: f64 = {
+        use rayon::prelude::*;
+        logits
+            .par_chunks_mut(v)
+            .zip(targets.par_iter())
+            .map(row_loss)
+            .sum()
+    };
+    #[cfg(not(feature = "rayon"))]
+    let sum: f64 = logits.chunks_exact_mut(v).zip(targets).map(row_loss).sum();
     Ok((sum, counted))
 }
 

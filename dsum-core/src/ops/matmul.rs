@@ -418,6 +418,69 @@ pub fn matmul_acc(
     k: usize,
     n: usize,
 ) {
+    #[cfg(feature = "rayon")]
+    let par = if m * n * k >= 1 << 18 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    #[cfg(not(feature = "rayon"))]
+    let par = gemm::Parallelism::None;
+    gemm_acc(
+        dst,
+        (dst_rs, dst_cs),
+        lhs,
+        (lhs_rs, lhs_cs),
+        rhs,
+        (rhs_rs, rhs_cs),
+        m,
+        k,
+        n,
+        par,
+    );
+}
+
+/// [`matmul_acc`] on the calling thread only: for callers that already run one task per
+/// thread (attention heads), where splitting each small product again only adds overhead.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_acc_seq(
+    dst: &mut [f32],
+    dst_strides: (usize, usize),
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    gemm_acc(
+        dst,
+        dst_strides,
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+        m,
+        k,
+        n,
+        gemm::Parallelism::None,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_acc(
+    dst: &mut [f32],
+    (dst_rs, dst_cs): (usize, usize),
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+    m: usize,
+    k: usize,
+    n: usize,
+    par: gemm::Parallelism,
+) {
     if m == 0 || n == 0 || k == 0 {
         return;
     }
@@ -428,14 +491,6 @@ pub fn matmul_acc(
             && last(rhs_rs, rhs_cs, k, n) < rhs.len(),
         "matmul_acc: operand too small"
     );
-    #[cfg(feature = "rayon")]
-    let par = if m * n * k >= 1 << 18 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    #[cfg(not(feature = "rayon"))]
-    let par = gemm::Parallelism::None;
     // SAFETY: the assert above bounds the last element each view touches.
     unsafe {
         gemm::gemm(

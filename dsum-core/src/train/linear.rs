@@ -202,6 +202,11 @@ impl TrainLinear {
                 inp,
             );
             if let Some(dx) = dx {
+                // Without dropout dx_drop is dx: accumulate straight into it.
+                if cache.x_drop.is_none() {
+                    matmul_acc(dx, (inp, 1), &dh, (r, 1), &l.a.value, (inp, 1), m, r, inp);
+                    return;
+                }
                 let mut dxd = vec![0f32; m * inp];
                 matmul_acc(
                     &mut dxd,
