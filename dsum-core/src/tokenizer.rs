@@ -94,6 +94,21 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The largest id the tokenizer can produce (added tokens may sit far past the base
+    /// vocabulary); the model's embedding must have a row for it.
+    pub fn max_id(&self) -> Option<u32> {
+        self.inner.get_vocab(true).into_values().max()
+    }
+
+    /// The file the chat template was read from: tokenizer_config.json beside
+    /// tokenizer.json, or the file itself (a .gguf) when the tokenizer came from one.
+    pub fn chat_template_origin(&self) -> String {
+        match self.path.strip_suffix("tokenizer.json") {
+            Some(dir) => format!("{dir}tokenizer_config.json"),
+            None => self.path.clone(),
+        }
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

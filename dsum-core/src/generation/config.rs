@@ -209,17 +209,26 @@ impl GenerationConfig {
             ));
         }
         let mut max_length = self.max_length.unwrap_or(DEFAULT_MAX_LENGTH);
+        let too_big = |what: &str, n: usize| {
+            Error::Generation(format!(
+                "{what} {n} is too large (with a {prompt_len}-token prompt)"
+            ))
+        };
         if let Some(n) = self.max_new_tokens {
-            max_length = n + prompt_len;
+            max_length = n
+                .checked_add(prompt_len)
+                .ok_or_else(|| too_big("max_new_tokens", n))?;
         } else if !user_set_max_length && max_length == DEFAULT_MAX_LENGTH {
-            max_length += prompt_len;
+            max_length = max_length.saturating_add(prompt_len);
             if let Some(p) = max_positions {
                 max_length = max_length.min(p);
             }
         }
         let mut min_length = self.min_length.unwrap_or(0);
         if let Some(n) = self.min_new_tokens {
-            min_length = n + prompt_len;
+            min_length = n
+                .checked_add(prompt_len)
+                .ok_or_else(|| too_big("min_new_tokens", n))?;
         }
         let num_beams = self.num_beams.unwrap_or(1);
         let num_return_sequences = self.num_return_sequences.unwrap_or(1);
