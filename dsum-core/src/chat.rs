@@ -195,7 +195,18 @@ impl ChatTemplate {
             Err(_) if sink.full => Err(err(format!(
                 "chat template: the rendered prompt is too large (over {MAX_RENDER_BYTES} bytes)"
             ))),
-            Err(e) => Err(err(format!("chat template: {e}"))),
+            Err(e) => {
+                // Nested failures (an include, a macro) keep the real cause at the bottom.
+                let mut root: &dyn std::error::Error = &e;
+                while let Some(s) = root.source() {
+                    root = s;
+                }
+                Err(err(if core::ptr::addr_eq(root, &e) {
+                    format!("chat template: {e}")
+                } else {
+                    format!("chat template: {e}: {root}")
+                }))
+            }
         }
     }
 }

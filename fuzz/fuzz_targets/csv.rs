@@ -18,5 +18,9 @@ fuzz_target!(|data: &[u8]| {
             let _ = row.get(col);
         }
     }
-    let _ = (t.column("fname"), t.column("dialogue"), t.find_column("summary"));
+    let _ = (
+        t.column("fname"),
+        t.column("dialogue"),
+        t.find_column("summary"),
+    );
 });

@@ -24,7 +24,18 @@ fn tiny_files() -> [Vec<u8>; 5] {
         let mut d = Vec::new();
         let trie: Vec<u8> = [1i32.to_le_bytes(), 0u32.to_le_bytes()].concat();
         let size = 72 + trie.len();
-        for v in [(size as u32) ^ 0xef71_8f77, 102, kind, 0, 1, 1, trie.len() as u32, 0, 0, 0] {
+        for v in [
+            (size as u32) ^ 0xef71_8f77,
+            102,
+            kind,
+            0,
+            1,
+            1,
+            trie.len() as u32,
+            0,
+            0,
+            0,
+        ] {
             d.extend_from_slice(&v.to_le_bytes());
         }
         let mut charset = [0u8; 32];

@@ -17,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
     let refs: Vec<&str> = parts.collect();
     let reference = refs.first().copied().unwrap_or_default();
     for flavor in [Flavor::Rouge, Flavor::RougeScore] {
-        for tok in [Tokenize::Whitespace, Tokenize::Char, Tokenize::RougeScoreDefault] {
+        for tok in [
+            Tokenize::Whitespace,
+            Tokenize::Char,
+            Tokenize::RougeScoreDefault,
+        ] {
             let mut s = Scorer::new(flavor, tok);
             let _ = s.is_empty(hyp);
             if let Ok(sc) = s.score(hyp, reference) {

@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(t) = Tokenizer::from_json(json, config, "tokenizer.json") else {
         return;
     };
-    for text in ["#Person1#: 안녕하세요, hello world! 123", "", "\u{1F600}\0 <s></s>"] {
+    for text in [
+        "#Person1#: 안녕하세요, hello world! 123",
+        "",
+        "\u{1F600}\0 <s></s>",
+    ] {
         if let Ok(ids) = t.encode(text, Some(5)) {
             let _ = t.decode(&ids, true);
         }
