@@ -38,7 +38,7 @@ fn edit_safetensors_header(path: &Path, f: impl FnOnce(&mut Value)) {
     let mut header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     f(&mut header);
     let mut h = serde_json::to_vec(&header).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
@@ -70,11 +70,14 @@ fn gguf_string(s: &str) -> Vec<u8> {
 
 const DIALOGUES: &str = "fname,dialogue\nt1,\"#Person1#: 안녕하세요. 오늘 회의는 3시입니다.\n#Person2#: 네, 알겠습니다.\"\nt2,#Person1#: 점심 먹었어요?\n";
 
+/// Builds a case's files under its folder and returns the CLI arguments.
+type Setup = Box<dyn Fn(&Path) -> Vec<String>>;
+
 /// One case: `setup` builds files under the case folder and returns the CLI arguments
 /// (`--output` is added by the runner); stderr must contain every `expect` string.
 struct Case {
     name: &'static str,
-    setup: Box<dyn Fn(&Path) -> Vec<String>>,
+    setup: Setup,
     expect: Vec<&'static str>,
 }
 
@@ -331,6 +334,26 @@ fn cases() -> Vec<Case> {
             a[3] = u64::MAX.to_string();
             a
         }),
+        case(
+            "num_beams that cannot be allocated",
+            &["num_beams 100000000"],
+            |d| {
+                summarize(
+                    d,
+                    &fixtures().join("bart/models/tiny-a"),
+                    &["--num-beams", "100000000"],
+                )
+            },
+        ),
+        case(
+            "max_new_tokens whose K/V cache cannot be allocated",
+            &["key/value cache"],
+            |d| {
+                let mut a = summarize(d, &fixtures().join("llama/models/qwen2"), &[]);
+                a[3] = "100000000000".into();
+                a
+            },
+        ),
         // --- tokenizer vs model ---
         case(
             "tokenizer larger than the model's vocab",

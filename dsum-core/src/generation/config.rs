@@ -191,6 +191,9 @@ pub struct Resolved {
     pub prompt_len: usize,
 }
 
+/// Largest beam count accepted (real use is 1 to 16).
+pub const MAX_BEAMS: usize = 1024;
+
 /// transformers' default `max_length` (20): when it is left at that value the prompt is added.
 const DEFAULT_MAX_LENGTH: usize = 20;
 
@@ -234,6 +237,13 @@ impl GenerationConfig {
         let num_return_sequences = self.num_return_sequences.unwrap_or(1);
         if num_beams == 0 {
             return Err(Error::Generation("num_beams must be at least 1".into()));
+        }
+        // Each beam holds a row of logits and a K/V cache: a huge count would abort on
+        // allocation instead of failing with a message.
+        if num_beams > MAX_BEAMS {
+            return Err(Error::Generation(format!(
+                "num_beams {num_beams} is over the supported {MAX_BEAMS}"
+            )));
         }
         if num_return_sequences == 0 || num_return_sequences > num_beams {
             return Err(Error::Generation(format!(

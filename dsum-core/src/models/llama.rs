@@ -213,7 +213,7 @@ impl CausalState {
 }
 
 /// Largest K/V cache `generate` allocates (f32 keys and values, all layers).
-const MAX_CACHE_BYTES: usize = 1 << 38;
+const MAX_CACHE_BYTES: u64 = 1 << 38;
 
 impl Llama {
     pub fn load(config: LlamaConfig, ck: &Checkpoint) -> Result<Self> {
@@ -500,8 +500,8 @@ impl Llama {
             c.num_hidden_layers,
         ]
         .iter()
-        .try_fold(1usize, |a, &x| a.checked_mul(x))
-        .filter(|&bytes| bytes <= MAX_CACHE_BYTES);
+        .try_fold(1u64, |a, &x| a.checked_mul(x as u64))
+        .filter(|&bytes| bytes <= MAX_CACHE_BYTES && bytes <= isize::MAX as u64);
         if cache.is_none() {
             return Err(Error::Generation(format!(
                 "max_length {cap} with {} rows ({nb} beams) needs a key/value cache over {} GiB",
