@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 /// Work budget of one render (instructions of minijinja's VM). Real chat templates use a
 /// few thousand; this is generous but finite.
 const FUEL: u64 = 5_000_000;
+/// Largest rendered prompt. Fuel counts instructions, not bytes: `{{ 'x' * 90000000 }}` in
+/// a loop is cheap in fuel but not in memory, so the output is capped as it is written.
+pub const MAX_RENDER_BYTES: usize = 16 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
@@ -33,6 +36,29 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    /// Where the template came from (tokenizer_config.json, a .gguf), for error messages.
+    origin: String,
+}
+
+/// An `io::Write` sink that refuses to grow past [`MAX_RENDER_BYTES`].
+struct Capped {
+    out: String,
+    full: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > MAX_RENDER_BYTES {
+            self.full = true;
+            return Err(std::io::Error::other("rendered prompt too large"));
+        }
+        // minijinja writes whole UTF-8 strings, so each chunk is valid on its own.
+        self.out.push_str(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn raise_exception(msg: String) -> core::result::Result<Value, JinjaError> {
@@ -107,6 +133,11 @@ fn write_py_json(v: &serde_json::Value, indent: Option<usize>, depth: usize, out
 impl ChatTemplate {
     /// Compile `source`; `bos_token` / `eos_token` are exposed to the template as transformers does.
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
+        Self::new_named(source, bos_token, eos_token, "chat_template")
+    }
+
+    /// [`ChatTemplate::new`] with errors naming `origin` (the file the template came from).
+    pub fn new_named(source: &str, bos_token: &str, eos_token: &str, origin: &str) -> Result<Self> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -118,13 +149,14 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| Error::Tokenizer {
-                path: "chat_template".into(),
-                message: format!("invalid template: {e}"),
+                path: origin.into(),
+                message: format!("chat template does not compile: {e}"),
             })?;
         Ok(ChatTemplate {
             env,
             bos_token: bos_token.into(),
             eos_token: eos_token.into(),
+            origin: origin.into(),
         })
     }
 
@@ -146,12 +178,36 @@ impl ChatTemplate {
         ctx.insert("add_generation_prompt".into(), add_generation_prompt.into());
         ctx.insert("bos_token".into(), self.bos_token.clone().into());
         ctx.insert("eos_token".into(), self.eos_token.clone().into());
+        let err = |message: String| Error::Tokenizer {
+            path: self.origin.clone(),
+            message,
+        };
         let tmpl = self
             .env
             .get_template("chat")
-            .map_err(|e| Error::Generation(format!("chat template: {e}")))?;
-        tmpl.render(serde_json::Value::Object(ctx))
-            .map_err(|e| Error::Generation(format!("chat template: {e}")))
+            .map_err(|e| err(format!("chat template: {e}")))?;
+        let mut sink = Capped {
+            out: String::new(),
+            full: false,
+        };
+        match tmpl.render_captured_to(serde_json::Value::Object(ctx), &mut sink) {
+            Ok(_) => Ok(sink.out),
+            Err(_) if sink.full => Err(err(format!(
+                "chat template: the rendered prompt is too large (over {MAX_RENDER_BYTES} bytes)"
+            ))),
+            Err(e) => {
+                // Nested failures (an include, a macro) keep the real cause at the bottom.
+                let mut root: &dyn std::error::Error = &e;
+                while let Some(s) = root.source() {
+                    root = s;
+                }
+                Err(err(if core::ptr::addr_eq(root, &e) {
+                    format!("chat template: {e}")
+                } else {
+                    format!("chat template: {e}: {root}")
+                }))
+            }
+        }
     }
 }
 

@@ -38,10 +38,11 @@ impl PromptBuilder {
             ));
         }
         let template = match (&tok.chat_template, use_chat_template) {
-            (Some(src), true) => Some(ChatTemplate::new(
+            (Some(src), true) => Some(ChatTemplate::new_named(
                 src,
                 tok.bos_token.as_deref().unwrap_or(""),
                 tok.eos_token.as_deref().unwrap_or(""),
+                &tok.chat_template_origin(),
             )?),
             _ => None,
         };

@@ -52,6 +52,10 @@ fn chat_template_of(v: Option<&serde_json::Value>) -> Option<String> {
 impl Tokenizer {
     /// `json` is the content of tokenizer.json; `config` of tokenizer_config.json, if any.
     pub fn from_json(json: &[u8], config: Option<&str>, path: &str) -> Result<Self> {
+        check_untrusted(json).map_err(|message| Error::Tokenizer {
+            path: path.into(),
+            message,
+        })?;
         let inner = HfTokenizer::from_bytes(json).map_err(|e| Error::Tokenizer {
             path: path.into(),
             message: e.to_string(),
@@ -95,6 +99,21 @@ impl Tokenizer {
 
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+
+    /// The largest id the tokenizer can produce (added tokens may sit far past the base
+    /// vocabulary); the model's embedding must have a row for it.
+    pub fn max_id(&self) -> Option<u32> {
+        self.inner.get_vocab(true).into_values().max()
+    }
+
+    /// The file the chat template was read from: tokenizer_config.json beside
+    /// tokenizer.json, or the file itself (a .gguf) when the tokenizer came from one.
+    pub fn chat_template_origin(&self) -> String {
+        match self.path.strip_suffix("tokenizer.json") {
+            Some(dir) => format!("{dir}tokenizer_config.json"),
+            None => self.path.clone(),
+        }
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -204,6 +223,31 @@ impl Tokenizer {
             s
         })
     }
+}
+
+/// What the `tokenizers` crate's deserializer would panic on instead of erroring (found by
+/// fuzzing 0.22): JSON syntax errors inside `decoder` (`.expect("Helper")`), and the
+/// `Precompiled` normalizer, whose sentencepiece charsmap is trusted blindly (an unchecked
+/// allocation size, unchecked trie indices). No model family dsum runs uses `Precompiled`.
+fn check_untrusted(json: &[u8]) -> core::result::Result<(), String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| format!("invalid JSON: {e}"))?;
+    fn has_precompiled(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(o) => {
+                o.get("type").and_then(|t| t.as_str()) == Some("Precompiled")
+                    || o.values().any(has_precompiled)
+            }
+            serde_json::Value::Array(a) => a.iter().any(has_precompiled),
+            _ => false,
+        }
+    }
+    if v.get("normalizer").is_some_and(has_precompiled) {
+        return Err(
+            "the `Precompiled` normalizer (a sentencepiece charsmap) is not supported".into(),
+        );
+    }
+    Ok(())
 }
 
 /// GPT-2's byte-to-unicode alphabet, inverted: printable bytes map to themselves, the others

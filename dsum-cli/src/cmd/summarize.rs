@@ -151,23 +151,40 @@ pub fn clean_summary(text: &str, remove: &[&str]) -> String {
     s.trim().to_string()
 }
 
-/// fnames already written by an interrupted run.
-fn done_rows(partial: &Path) -> Result<HashSet<String>> {
-    let mut rdr = csv::Reader::from_path(partial)
-        .with_context(|| format!("cannot read {}", partial.display()))?;
-    let mut done = HashSet::new();
-    for rec in rdr.records() {
-        let rec = rec.with_context(|| {
-            format!(
-                "{}: malformed row; delete it to start over",
-                partial.display()
-            )
-        })?;
-        if let Some(f) = rec.get(0) {
-            done.insert(f.to_string());
+/// fnames already written by an interrupted run, and the byte length of `partial` up to
+/// its last complete row. A run killed mid-write (SIGKILL, power loss) can leave half a row
+/// at the end; it is cut off and summarized again instead of being taken as done.
+fn done_rows(partial: &Path) -> Result<(HashSet<String>, u64)> {
+    let bytes =
+        std::fs::read(partial).with_context(|| format!("cannot read {}", partial.display()))?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes.as_slice());
+    let (mut done, mut keep, mut header) = (HashSet::new(), 0u64, true);
+    let mut rec = csv::ByteRecord::new();
+    let malformed = || {
+        format!(
+            "{}: malformed row; delete it to start over",
+            partial.display()
+        )
+    };
+    while rdr.read_byte_record(&mut rec).with_context(malformed)? {
+        let end = rdr.position().byte();
+        if end == 0 || bytes.get(end as usize - 1) != Some(&b'\n') {
+            break; // the last row was cut short
         }
+        anyhow::ensure!(rec.len() == 2, malformed());
+        if header {
+            anyhow::ensure!(&rec[0] == b"fname", malformed());
+            header = false;
+        } else {
+            let fname = std::str::from_utf8(&rec[0]).with_context(malformed)?;
+            done.insert(fname.to_string());
+        }
+        keep = end;
     }
-    Ok(done)
+    Ok((done, keep))
 }
 
 pub fn run(args: SummarizeArgs) -> Result<()> {
@@ -199,10 +216,10 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     // `--output -` streams the CSV to stdout (no resume); a file goes through OUT.partial.
     let to_stdout = args.output.as_os_str() == "-";
     let partial = temp_path(&args.output);
-    let done = if args.resume && !to_stdout && partial.is_file() {
+    let (done, keep) = if args.resume && !to_stdout && partial.is_file() {
         done_rows(&partial)?
     } else {
-        HashSet::new()
+        (HashSet::new(), 0)
     };
     let todo: Vec<&Dialogue> = rows.iter().filter(|r| !done.contains(&r.fname)).collect();
     if !done.is_empty() {
@@ -216,13 +233,19 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     let (sink, file): (Box<dyn std::io::Write>, Option<std::fs::File>) = if to_stdout {
         (Box::new(std::io::stdout()), None)
     } else {
-        let f = std::fs::OpenOptions::new()
+        let mut f = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
-            .append(!done.is_empty())
             .truncate(done.is_empty())
             .open(&partial)
             .with_context(|| format!("cannot write {}", partial.display()))?;
+        if !done.is_empty() {
+            // Drop a half-written last row, then append after the complete ones.
+            use std::io::Seek;
+            f.set_len(keep)
+                .and_then(|_| f.seek(std::io::SeekFrom::End(0)))
+                .with_context(|| format!("cannot write {}", partial.display()))?;
+        }
         (Box::new(f.try_clone()?), Some(f))
     };
     let mut w = csv::Writer::from_writer(sink);
@@ -232,12 +255,27 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
 
     let stop = interrupt_flag();
     let pb = progress(todo.len() as u64, args.quiet, "summarize");
-    for chunk in todo.chunks(args.batch_size) {
+    for (i, chunk) in todo.chunks(args.batch_size).enumerate() {
         let texts: Vec<&str> = chunk.iter().map(|r| r.dialogue.as_str()).collect();
         let summaries = sm.summarize(&texts).with_context(|| {
             let names: Vec<&str> = chunk.iter().map(|r| r.fname.as_str()).collect();
             format!("generating for {}", names.join(", "))
-        })?;
+        });
+        let summaries = match summaries {
+            Ok(s) => s,
+            Err(e) if i == 0 && done.is_empty() && file.is_some() => {
+                // Nothing summarized yet: leave no partial file behind.
+                drop(w);
+                let _ = std::fs::remove_file(&partial);
+                return Err(e);
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "finished rows are kept in {}; rerun with --resume to continue",
+                    partial.display()
+                )))
+            }
+        };
         for (r, summary) in chunk.iter().zip(&summaries) {
             w.write_record([r.fname.as_str(), summary.as_str()])?;
         }

@@ -191,6 +191,9 @@ pub struct Resolved {
     pub prompt_len: usize,
 }
 
+/// Largest beam count accepted (real use is 1 to 16).
+pub const MAX_BEAMS: usize = 1024;
+
 /// transformers' default `max_length` (20): when it is left at that value the prompt is added.
 const DEFAULT_MAX_LENGTH: usize = 20;
 
@@ -209,22 +212,38 @@ impl GenerationConfig {
             ));
         }
         let mut max_length = self.max_length.unwrap_or(DEFAULT_MAX_LENGTH);
+        let too_big = |what: &str, n: usize| {
+            Error::Generation(format!(
+                "{what} {n} is too large (with a {prompt_len}-token prompt)"
+            ))
+        };
         if let Some(n) = self.max_new_tokens {
-            max_length = n + prompt_len;
+            max_length = n
+                .checked_add(prompt_len)
+                .ok_or_else(|| too_big("max_new_tokens", n))?;
         } else if !user_set_max_length && max_length == DEFAULT_MAX_LENGTH {
-            max_length += prompt_len;
+            max_length = max_length.saturating_add(prompt_len);
             if let Some(p) = max_positions {
                 max_length = max_length.min(p);
             }
         }
         let mut min_length = self.min_length.unwrap_or(0);
         if let Some(n) = self.min_new_tokens {
-            min_length = n + prompt_len;
+            min_length = n
+                .checked_add(prompt_len)
+                .ok_or_else(|| too_big("min_new_tokens", n))?;
         }
         let num_beams = self.num_beams.unwrap_or(1);
         let num_return_sequences = self.num_return_sequences.unwrap_or(1);
         if num_beams == 0 {
             return Err(Error::Generation("num_beams must be at least 1".into()));
+        }
+        // Each beam holds a row of logits and a K/V cache: a huge count would abort on
+        // allocation instead of failing with a message.
+        if num_beams > MAX_BEAMS {
+            return Err(Error::Generation(format!(
+                "num_beams {num_beams} is over the supported {MAX_BEAMS}"
+            )));
         }
         if num_return_sequences == 0 || num_return_sequences > num_beams {
             return Err(Error::Generation(format!(

@@ -196,6 +196,16 @@ impl LoadedModel {
             Model::Bart(b) => b.vocab_size(),
             Model::Llama(m) => m.vocab_size(),
         };
+        // A smaller tokenizer is fine (transformers pads embeddings), an id past the
+        // embedding is not: refuse it here rather than on the first dialogue that uses it.
+        if let Some(max) = tokenizer.max_id().filter(|&m| m as usize >= vocab) {
+            return Err(Error::Tokenizer {
+                path: dir.join("tokenizer.json").display().to_string(),
+                message: format!(
+                    "token id {max} is past the model's embedding (vocab_size is {vocab})"
+                ),
+            });
+        }
         if tokenizer.vocab_size() > vocab {
             return Err(Error::Tokenizer {
                 path: format!("{name}/tokenizer.json"),

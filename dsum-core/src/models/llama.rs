@@ -211,6 +211,9 @@ impl CausalState {
     }
 }
 
+/// Largest K/V cache `generate` allocates (f32 keys and values, all layers).
+const MAX_CACHE_BYTES: u64 = 1 << 38;
+
 impl Llama {
     pub fn load(config: LlamaConfig, ck: &Checkpoint) -> Result<Self> {
         let family = config.family().map_err(|m| Error::config(ck.path(), m))?;
@@ -511,7 +514,29 @@ impl Llama {
             .iter()
             .flat_map(|m| std::iter::repeat_n(m.clone(), nb))
             .collect();
-        let state = self.start(&row_masks, cfg.max_length.max(p));
+        let cap = cfg.max_length.max(p);
+        // The K/V cache is allocated whole up front: refuse sizes that overflow or could
+        // never fit (a huge --max-new-tokens or --num-beams) instead of aborting on allocation.
+        let c = &self.config;
+        let cache = [
+            row_masks.len(),
+            cap,
+            c.kv_heads(),
+            c.head_dim(),
+            8,
+            c.num_hidden_layers,
+        ]
+        .iter()
+        .try_fold(1u64, |a, &x| a.checked_mul(x as u64))
+        .filter(|&bytes| bytes <= MAX_CACHE_BYTES && bytes <= isize::MAX as u64);
+        if cache.is_none() {
+            return Err(Error::Generation(format!(
+                "max_length {cap} with {} rows ({nb} beams) needs a key/value cache over {} GiB",
+                row_masks.len(),
+                MAX_CACHE_BYTES >> 30
+            )));
+        }
+        let state = self.start(&row_masks, cap);
         let mut stepper = LlamaStepper { model: self, state };
         let out = crate::generation::run_streaming(&mut stepper, &cfg, padded, on_token)?;
         Ok(out
