@@ -200,7 +200,7 @@ impl LoadedModel {
         // embedding is not: refuse it here rather than on the first dialogue that uses it.
         if let Some(max) = tokenizer.max_id().filter(|&m| m as usize >= vocab) {
             return Err(Error::Tokenizer {
-                path: dir.join("tokenizer.json").display().to_string(),
+                path: format!("{name}/tokenizer.json"),
                 message: format!(
                     "token id {max} is past the model's embedding (vocab_size is {vocab})"
                 ),
