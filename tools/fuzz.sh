@@ -17,7 +17,7 @@ rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly -
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz
 export CARGO_TARGET_DIR="${DSUM_FUZZ_TARGET_DIR:-$ROOT/target/fuzz}"
 
-ALL=(safetensors gguf config_json tokenizer_json chat_template csv mecab_dict rouge pytorch_bin pickle)
+ALL=(safetensors gguf config_json tokenizer_json chat_template csv mecab_dict rouge pytorch_bin pickle nf4_dequantize bnb_state peft_config)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL[@]}")
 
@@ -80,6 +80,16 @@ try:
     z=zipfile.ZipFile(sys.argv[1]); n=[x for x in z.namelist() if x.endswith("/data.pkl")][0]; sys.stdout.buffer.write(z.read(n))
 except Exception:
     sys.stdout.buffer.write(open(sys.argv[1],"rb").read())' "$b" >"$out"
+done
+
+# NF4: the tiny bitsandbytes checkpoints and case tensors; PEFT: the fixture adapter configs.
+seed bnb_state $F/nf4/tiny-llama-nf4/model.safetensors
+seed bnb_state $F/train/qlora-llama/nf4_extra.safetensors
+seed nf4_dequantize $F/nf4/cases.safetensors 4096
+for c in $F/lora/*/adapter_config.json $F/train/*/init_adapter/adapter_config.json; do
+  mkdir -p fuzz/corpus/peft_config
+  out="fuzz/corpus/peft_config/seed-$(basename "$(dirname "$(dirname "$c")")")-$(basename "$(dirname "$c")")"
+  [ -e "$out" ] || cp "$c" "$out"
 done
 
 cd fuzz
