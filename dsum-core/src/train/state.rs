@@ -309,7 +309,17 @@ pub fn rotate(checkpoints: &Path, keep: usize) -> Result<()> {
     }
     let all = list(checkpoints);
     for (_, dir) in all.iter().take(all.len().saturating_sub(keep)) {
-        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
+        // Renamed first (atomic), so a kill during the removal never leaves a half-deleted
+        // `step-N` that still looks like a checkpoint.
+        let mut name = dir
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        name.push(".deleting");
+        let doomed = dir.with_file_name(name);
+        let _ = std::fs::remove_dir_all(&doomed);
+        std::fs::rename(dir, &doomed).map_err(|e| Error::io(dir.display().to_string(), e))?;
+        std::fs::remove_dir_all(&doomed).map_err(|e| Error::io(doomed.display().to_string(), e))?;
     }
     Ok(())
 }
