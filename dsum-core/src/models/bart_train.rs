@@ -7,7 +7,7 @@ use super::bart::BartConfig;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::ops::activation::Activation;
-use crate::ops::attention::{attention_backward, attention_train_forward, TrainAttn};
+use crate::ops::attention::{attention_backward_rows, attention_train_forward_rows, TrainAttn};
 use crate::ops::cross_entropy::{cross_entropy_backward, cross_entropy_loss};
 use crate::ops::dropout::dropout_inplace;
 use crate::ops::embedding::{embedding_backward, embedding_forward};
@@ -164,18 +164,7 @@ impl Attn {
         let (v, cv) = self.v.forward(x_kv, nk, sd(3));
         let a = self.shape(g);
         let mut att = vec![0f32; nq * d];
-        let mut probs = Vec::with_capacity(g.rows);
-        for r in 0..g.rows {
-            let (qo, ko) = (r * g.t * d, r * g.s * d);
-            probs.push(attention_train_forward(
-                &mut att[qo..qo + g.t * d],
-                &q[qo..qo + g.t * d],
-                &k[ko..ko + g.s * d],
-                &v[ko..ko + g.s * d],
-                key_mask.map(|m| &m[r * g.s..(r + 1) * g.s]),
-                &a,
-            ));
-        }
+        let probs = attention_train_forward_rows(&mut att, &q, &k, &v, key_mask, g.rows, &a);
         let (o, co) = self.o.forward(&att, nq, sd(4));
         (
             o,
@@ -212,21 +201,9 @@ impl Attn {
         self.o.backward(Some(&mut datt), dy, &c.att, &c.co, nq);
         let a = self.shape(g);
         let (mut dq, mut dk, mut dv) = (vec![0f32; nq * d], vec![0f32; nk * d], vec![0f32; nk * d]);
-        for r in 0..g.rows {
-            let (qo, ko) = (r * g.t * d, r * g.s * d);
-            let (qe, ke) = (qo + g.t * d, ko + g.s * d);
-            attention_backward(
-                &mut dq[qo..qe],
-                &mut dk[ko..ke],
-                &mut dv[ko..ke],
-                &datt[qo..qe],
-                &c.probs[r],
-                &c.q[qo..qe],
-                &c.k[ko..ke],
-                &c.v[ko..ke],
-                &a,
-            );
-        }
+        attention_backward_rows(
+            &mut dq, &mut dk, &mut dv, &datt, &c.probs, &c.q, &c.k, &c.v, &a,
+        );
         self.q.backward(Some(dx_q), &dq, x_q, &c.cq, nq);
         self.k.backward(Some(&mut *dx_kv), &dk, x_kv, &c.ck, nk);
         self.v.backward(Some(dx_kv), &dv, x_kv, &c.cv, nk);
@@ -868,12 +845,6 @@ impl Trainable for BartTrain {
             .export("model.encoder.layernorm_embedding", d, &mut out);
         self.dec_ln
             .export("model.decoder.layernorm_embedding", d, &mut out);
-        let lin = |out: &mut Vec<(String, Weight)>, name: String, l: &TrainLinear| {
-            out.push((format!("{name}.weight"), l.merged_weight()));
-            if let Some(b) = &l.bias {
-                out.push((format!("{name}.bias"), b.to_weight(&[l.out])));
-            }
-        };
         let attn = |out: &mut Vec<(String, Weight)>, pre: &str, a: &Attn| {
             for (n, l) in [
                 ("q_proj", &a.q),
@@ -881,7 +852,7 @@ impl Trainable for BartTrain {
                 ("v_proj", &a.v),
                 ("out_proj", &a.o),
             ] {
-                lin(out, format!("{pre}.{n}"), l);
+                l.export(&format!("{pre}.{n}"), out);
             }
         };
         for (i, l) in self.enc.iter().enumerate() {
@@ -889,8 +860,8 @@ impl Trainable for BartTrain {
             attn(&mut out, &format!("{pre}.self_attn"), &l.attn);
             l.ln1
                 .export(&format!("{pre}.self_attn_layer_norm"), d, &mut out);
-            lin(&mut out, format!("{pre}.fc1"), &l.ffn.fc1);
-            lin(&mut out, format!("{pre}.fc2"), &l.ffn.fc2);
+            l.ffn.fc1.export(&format!("{pre}.fc1"), &mut out);
+            l.ffn.fc2.export(&format!("{pre}.fc2"), &mut out);
             l.ln2
                 .export(&format!("{pre}.final_layer_norm"), d, &mut out);
         }
@@ -902,13 +873,13 @@ impl Trainable for BartTrain {
             attn(&mut out, &format!("{pre}.encoder_attn"), &l.cross);
             l.ln2
                 .export(&format!("{pre}.encoder_attn_layer_norm"), d, &mut out);
-            lin(&mut out, format!("{pre}.fc1"), &l.ffn.fc1);
-            lin(&mut out, format!("{pre}.fc2"), &l.ffn.fc2);
+            l.ffn.fc1.export(&format!("{pre}.fc1"), &mut out);
+            l.ffn.fc2.export(&format!("{pre}.fc2"), &mut out);
             l.ln3
                 .export(&format!("{pre}.final_layer_norm"), d, &mut out);
         }
         if let Some(h) = &self.lm_head {
-            lin(&mut out, "lm_head".to_string(), h);
+            h.export("lm_head", &mut out);
         }
         Ok(out)
     }

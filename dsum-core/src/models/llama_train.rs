@@ -7,7 +7,7 @@ use super::llama::{Family, LlamaConfig};
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::ops::activation::{glu_backward, glu_forward, Activation};
-use crate::ops::attention::{attention_backward, attention_train_forward, TrainAttn};
+use crate::ops::attention::{attention_backward_rows, attention_train_forward_rows, TrainAttn};
 use crate::ops::cross_entropy::{cross_entropy_backward, cross_entropy_loss};
 use crate::ops::embedding::{embedding_backward, embedding_forward};
 use crate::ops::matmul::{linear_backward, linear_forward};
@@ -341,18 +341,15 @@ impl LlamaTrain {
             let rq = self.norm_rope(&mut q, h, l.q_norm.as_ref(), cols);
             let rk = self.norm_rope(&mut k, kv, l.k_norm.as_ref(), cols);
             let mut att = vec![0f32; n * h * dh];
-            let mut probs = Vec::with_capacity(rows);
-            for r in 0..rows {
-                let (qo, ko) = (r * cols * h * dh, r * cols * kv * dh);
-                probs.push(attention_train_forward(
-                    &mut att[qo..qo + cols * h * dh],
-                    &q[qo..qo + cols * h * dh],
-                    &k[ko..ko + cols * kv * dh],
-                    &v[ko..ko + cols * kv * dh],
-                    Some(&b.attention_mask[r * cols..(r + 1) * cols]),
-                    &attn,
-                ));
-            }
+            let probs = attention_train_forward_rows(
+                &mut att,
+                &q,
+                &k,
+                &v,
+                Some(&b.attention_mask),
+                rows,
+                &attn,
+            );
             let (o, co) = l.o.forward(&att, n, sd(3));
             let mut h1 = x.clone();
             h1.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
@@ -527,21 +524,9 @@ impl Trainable for LlamaTrain {
                 vec![0f32; n * kv * dh],
                 vec![0f32; n * kv * dh],
             );
-            for r in 0..rows {
-                let (qo, ko) = (r * cols * h * dh, r * cols * kv * dh);
-                let (qe, ke) = (qo + cols * h * dh, ko + cols * kv * dh);
-                attention_backward(
-                    &mut dq[qo..qe],
-                    &mut dk[ko..ke],
-                    &mut dv[ko..ke],
-                    &datt[qo..qe],
-                    &c.probs[r],
-                    &c.q[qo..qe],
-                    &c.k[ko..ke],
-                    &c.v[ko..ke],
-                    &attn,
-                );
-            }
+            attention_backward_rows(
+                &mut dq, &mut dk, &mut dv, &datt, &c.probs, &c.q, &c.k, &c.v, &attn,
+            );
             let l = &mut self.layers[li];
             let (mut qn, mut kn) = (l.q_norm.take(), l.k_norm.take());
             let dq = self.norm_rope_backward(dq, h, qn.as_mut(), &c.q_pre, &c.rq, cols);
@@ -579,12 +564,6 @@ impl Trainable for LlamaTrain {
             ),
             ("model.norm.weight".to_string(), self.norm.to_weight(&[hs])),
         ];
-        let lin = |out: &mut Vec<(String, Weight)>, name: String, l: &TrainLinear| {
-            out.push((format!("{name}.weight"), l.merged_weight()));
-            if let Some(b) = &l.bias {
-                out.push((format!("{name}.bias"), b.to_weight(&[l.out])));
-            }
-        };
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             out.push((
@@ -608,11 +587,11 @@ impl Trainable for LlamaTrain {
                 ("mlp.up_proj", &l.up),
                 ("mlp.down_proj", &l.down),
             ] {
-                lin(&mut out, format!("{p}.{m}"), lin_);
+                lin_.export(&format!("{p}.{m}"), &mut out);
             }
         }
         if let Some(h) = &self.lm_head {
-            lin(&mut out, "lm_head".to_string(), h);
+            h.export("lm_head", &mut out);
         }
         Ok(out)
     }

@@ -527,6 +527,62 @@ pub fn attention_backward(
     }
 }
 
+/// [`attention_train_forward`] for `rows` sequences laid end to end (q/out `[rows·T, H·dh]`,
+/// k/v `[rows·S, KV·dh]`, `key_mask` `[rows, S]`); the probabilities of each row.
+pub fn attention_train_forward_rows(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    key_mask: Option<&[bool]>,
+    rows: usize,
+    a: &TrainAttn,
+) -> Vec<Vec<f32>> {
+    let (qn, kn) = (a.t * a.h * a.dh, a.s * a.kv_h * a.dh);
+    (0..rows)
+        .map(|r| {
+            attention_train_forward(
+                &mut out[r * qn..(r + 1) * qn],
+                &q[r * qn..(r + 1) * qn],
+                &k[r * kn..(r + 1) * kn],
+                &v[r * kn..(r + 1) * kn],
+                key_mask.map(|m| &m[r * a.s..(r + 1) * a.s]),
+                a,
+            )
+        })
+        .collect()
+}
+
+/// [`attention_backward`] for the layout of [`attention_train_forward_rows`].
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_rows(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    probs: &[Vec<f32>],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    a: &TrainAttn,
+) {
+    let (qn, kn) = (a.t * a.h * a.dh, a.s * a.kv_h * a.dh);
+    for (r, p) in probs.iter().enumerate() {
+        let (qr, kr) = (r * qn..(r + 1) * qn, r * kn..(r + 1) * kn);
+        attention_backward(
+            &mut dq[qr.clone()],
+            &mut dk[kr.clone()],
+            &mut dv[kr.clone()],
+            &dout[qr.clone()],
+            p,
+            &q[qr],
+            &k[kr.clone()],
+            &v[kr],
+            a,
+        );
+    }
+}
+
 #[cfg(test)]
 mod train_tests {
     use super::*;

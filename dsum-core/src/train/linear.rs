@@ -260,6 +260,14 @@ impl TrainLinear {
         Weight::from_vec(vec![self.out, self.inp], w)
     }
 
+    /// `{name}.weight` (LoRA merged) and `{name}.bias` for a full-model export.
+    pub fn export(&self, name: &str, out: &mut Vec<(String, Weight)>) {
+        out.push((format!("{name}.weight"), self.merged_weight()));
+        if let Some(b) = &self.bias {
+            out.push((format!("{name}.bias"), b.to_weight(&[self.out])));
+        }
+    }
+
     pub fn params(&self) -> Vec<&Param> {
         let mut v = Vec::new();
         if let Base::Dense(Slot::Train(p)) = &self.base {

@@ -5,6 +5,7 @@ use super::linear::{Base, Lora, QuantizedWeight, Slot, TrainLinear};
 use super::Param;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
+use crate::lora::adapter::peft_key;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -53,11 +54,6 @@ impl Setup {
             }
         })
     }
-}
-
-/// PEFT's key for a LoRA factor of `module` (an HF module path).
-pub fn peft_key(module: &str, factor: &str) -> String {
-    format!("base_model.model.{module}.lora_{factor}.weight")
 }
 
 /// Checks the target list against the modules a model has: a name that matches nothing is
@@ -155,7 +151,7 @@ pub fn make_linear(
         }
     };
     let lora = if setup.kind != Kind::Full && setup.targeted(module, all_linear) {
-        let (ka, kb) = (peft_key(module, "A"), peft_key(module, "B"));
+        let (ka, kb) = (peft_key(module, false), peft_key(module, true));
         let (a, b) = match &setup.init_adapter {
             Some(ad) => (
                 ad.get(&ka, &[setup.r, inp])?.to_vec(),
