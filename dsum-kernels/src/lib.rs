@@ -1,0 +1,19 @@
+//! CUDA kernels of dsum, launched through cudarc.
+//!
+//! CUDA is loaded at run time (cudarc's dynamic loading): a binary built with these kernels runs
+//! on machines without CUDA and answers `KernelError::NoDriver` when asked for a GPU. Kernels are
+//! CUDA C in `kernels/*.cu`, compiled by NVRTC for the device on first use. Each `.cu` file mirrors
+//! a CPU module of dsum-core (`rmsnorm.cu` ↔ `ops/rmsnorm.rs`), which is its reference: the GPU
+//! tests in `tests/gpu.rs` compare the two over random shapes.
+
+pub mod error;
+pub mod gpu;
+pub mod launch;
+pub mod reduce;
+pub mod rmsnorm;
+pub mod sources;
+pub mod tolerance;
+
+pub use cudarc;
+pub use error::{KernelError, Result};
+pub use gpu::{compile, device_count, driver_present, nvrtc_present, Gpu};

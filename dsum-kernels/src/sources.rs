@@ -1,0 +1,28 @@
+//! Every shipped kernel source, compiled at run time by NVRTC (and in CI by `dsum-ptx-check`).
+//! Each `.cu` mirrors a CPU module of dsum-core and names its kernels after it.
+
+/// One `.cu` file: its name, text and the kernels it exports (`extern "C"`).
+pub struct Source {
+    pub name: &'static str,
+    pub code: &'static str,
+    pub kernels: &'static [&'static str],
+}
+
+/// Prepended to every source: fixed-width integers and the bf16 <-> f32 conversions written out,
+/// so no CUDA header is needed at run time.
+pub const PRELUDE: &str = include_str!("../kernels/prelude.cuh");
+
+pub const RMSNORM: Source = Source {
+    name: "rmsnorm",
+    code: include_str!("../kernels/rmsnorm.cu"),
+    kernels: &["rmsnorm_forward_f32", "rmsnorm_backward_f32"],
+};
+
+pub const REDUCE: Source = Source {
+    name: "reduce",
+    code: include_str!("../kernels/reduce.cu"),
+    kernels: &["sum_rows_acc_f32"],
+};
+
+/// The shipped set, in the order `dsum-ptx-check` reports them.
+pub const ALL: &[&Source] = &[&REDUCE, &RMSNORM];
