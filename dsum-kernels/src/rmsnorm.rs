@@ -44,7 +44,6 @@ pub fn rmsnorm_forward(
 }
 
 /// dinp += d/dinp; dweight += d/dweight when given (`scratch` needs rows*c floats then).
-#[allow(clippy::too_many_arguments)]
 pub fn rmsnorm_backward(
     gpu: &Gpu,
     dinp: &mut CudaSlice<f32>,
@@ -68,7 +67,7 @@ pub fn rmsnorm_backward(
     let f = gpu.function(&RMSNORM, "rmsnorm_backward_f32")?;
     let (r, ci) = (rows as i32, c as i32);
     let null = 0u64;
-    let (mut dw, mut scratch) = match dweight {
+    let (dw, mut scratch) = match dweight {
         Some((dw, scratch)) => {
             check_len(op, "dweight", dw.len(), c)?;
             check_len(op, "scratch", scratch.len(), rows * c)?;
@@ -87,7 +86,7 @@ pub fn rmsnorm_backward(
         // SAFETY: lengths checked above.
         unsafe { b.launch(per_row(rows, c)) }?;
     }
-    if let (Some(dw), Some(s)) = (dw.as_deref_mut(), scratch.as_deref()) {
+    if let (Some(dw), Some(s)) = (dw, scratch.as_deref()) {
         sum_rows_acc(gpu, dw, s, rows, c)?;
     }
     Ok(())
