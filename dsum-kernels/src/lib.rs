@@ -9,9 +9,11 @@
 // Kernel launchers take every buffer and dimension explicitly, as the CUDA signatures do.
 #![allow(clippy::too_many_arguments)]
 
+pub mod dropout;
 pub mod error;
 pub mod gpu;
 pub mod launch;
+pub mod lora;
 pub mod reduce;
 pub mod rmsnorm;
 pub mod sources;

@@ -24,5 +24,11 @@ pub const REDUCE: Source = Source {
     kernels: &["sum_rows_acc_f32"],
 };
 
+pub const DROPOUT: Source = Source {
+    name: "dropout",
+    code: include_str!("../kernels/dropout.cu"),
+    kernels: &["dropout_forward_f32", "dropout_backward_acc_f32"],
+};
+
 /// The shipped set, in the order `dsum-ptx-check` reports them.
-pub const ALL: &[&Source] = &[&REDUCE, &RMSNORM];
+pub const ALL: &[&Source] = &[&REDUCE, &RMSNORM, &DROPOUT];
