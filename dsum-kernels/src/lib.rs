@@ -9,6 +9,7 @@
 // Kernel launchers take every buffer and dimension explicitly, as the CUDA signatures do.
 #![allow(clippy::too_many_arguments)]
 
+pub mod adamw;
 pub mod dropout;
 pub mod error;
 pub mod gpu;

@@ -30,5 +30,11 @@ pub const DROPOUT: Source = Source {
     kernels: &["dropout_forward_f32", "dropout_backward_acc_f32"],
 };
 
+pub const ADAMW: Source = Source {
+    name: "adamw",
+    code: include_str!("../kernels/adamw.cu"),
+    kernels: &["adamw_step_f32"],
+};
+
 /// The shipped set, in the order `dsum-ptx-check` reports them.
-pub const ALL: &[&Source] = &[&REDUCE, &RMSNORM, &DROPOUT];
+pub const ALL: &[&Source] = &[&REDUCE, &RMSNORM, &DROPOUT, &ADAMW];

@@ -4,11 +4,12 @@ use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
 use crate::GpuTest;
 
+mod adamw;
 mod dropout;
 mod lora;
 mod rmsnorm;
 
-pub const ALL: &[&[GpuTest]] = &[rmsnorm::TESTS, dropout::TESTS, lora::TESTS];
+pub const ALL: &[&[GpuTest]] = &[rmsnorm::TESTS, dropout::TESTS, lora::TESTS, adamw::TESTS];
 
 /// Run a proptest strategy with a fixed number of cases; failures come back as a message with
 /// the shrunk input.
