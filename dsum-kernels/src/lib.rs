@@ -13,6 +13,7 @@ pub mod adamw;
 pub mod dropout;
 pub mod error;
 pub mod gpu;
+pub mod grad_norm;
 pub mod launch;
 pub mod lora;
 pub mod reduce;

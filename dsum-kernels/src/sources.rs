@@ -36,5 +36,15 @@ pub const ADAMW: Source = Source {
     kernels: &["adamw_step_f32"],
 };
 
+pub const GRAD_NORM: Source = Source {
+    name: "grad_norm",
+    code: include_str!("../kernels/grad_norm.cu"),
+    kernels: &[
+        "grad_norm_partial_f32",
+        "grad_norm_total_f32",
+        "scale_inplace_f32",
+    ],
+};
+
 /// The shipped set, in the order `dsum-ptx-check` reports them.
-pub const ALL: &[&Source] = &[&REDUCE, &RMSNORM, &DROPOUT, &ADAMW];
+pub const ALL: &[&Source] = &[&REDUCE, &RMSNORM, &DROPOUT, &ADAMW, &GRAD_NORM];
