@@ -9,9 +9,13 @@
 // Kernel launchers take every buffer and dimension explicitly, as the CUDA signatures do.
 #![allow(clippy::too_many_arguments)]
 
+pub mod adamw;
+pub mod dropout;
 pub mod error;
 pub mod gpu;
+pub mod grad_norm;
 pub mod launch;
+pub mod lora;
 pub mod reduce;
 pub mod rmsnorm;
 pub mod sources;

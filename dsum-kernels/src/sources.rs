@@ -24,5 +24,27 @@ pub const REDUCE: Source = Source {
     kernels: &["sum_rows_acc_f32"],
 };
 
+pub const DROPOUT: Source = Source {
+    name: "dropout",
+    code: include_str!("../kernels/dropout.cu"),
+    kernels: &["dropout_forward_f32", "dropout_backward_acc_f32"],
+};
+
+pub const ADAMW: Source = Source {
+    name: "adamw",
+    code: include_str!("../kernels/adamw.cu"),
+    kernels: &["adamw_step_f32"],
+};
+
+pub const GRAD_NORM: Source = Source {
+    name: "grad_norm",
+    code: include_str!("../kernels/grad_norm.cu"),
+    kernels: &[
+        "grad_norm_partial_f32",
+        "grad_norm_total_f32",
+        "scale_inplace_f32",
+    ],
+};
+
 /// The shipped set, in the order `dsum-ptx-check` reports them.
-pub const ALL: &[&Source] = &[&REDUCE, &RMSNORM];
+pub const ALL: &[&Source] = &[&REDUCE, &RMSNORM, &DROPOUT, &ADAMW, &GRAD_NORM];

@@ -4,9 +4,19 @@ use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
 use crate::GpuTest;
 
+mod adamw;
+mod dropout;
+mod grad_norm;
+mod lora;
 mod rmsnorm;
 
-pub const ALL: &[&[GpuTest]] = &[rmsnorm::TESTS];
+pub const ALL: &[&[GpuTest]] = &[
+    rmsnorm::TESTS,
+    dropout::TESTS,
+    lora::TESTS,
+    adamw::TESTS,
+    grad_norm::TESTS,
+];
 
 /// Run a proptest strategy with a fixed number of cases; failures come back as a message with
 /// the shrunk input.
