@@ -9,11 +9,16 @@
 // Kernel launchers take every buffer and dimension explicitly, as the CUDA signatures do.
 #![allow(clippy::too_many_arguments)]
 
+pub mod activation;
+pub mod elementwise;
+pub mod embedding;
 pub mod error;
 pub mod gpu;
 pub mod launch;
+pub mod layernorm;
 pub mod reduce;
 pub mod rmsnorm;
+pub mod rope;
 pub mod sources;
 pub mod tolerance;
 

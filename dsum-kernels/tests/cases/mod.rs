@@ -4,9 +4,21 @@ use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
 use crate::GpuTest;
 
+mod activation;
+mod elementwise;
+mod embedding;
+mod layernorm;
 mod rmsnorm;
+mod rope;
 
-pub const ALL: &[&[GpuTest]] = &[rmsnorm::TESTS];
+pub const ALL: &[&[GpuTest]] = &[
+    rmsnorm::TESTS,
+    layernorm::TESTS,
+    rope::TESTS,
+    activation::TESTS,
+    embedding::TESTS,
+    elementwise::TESTS,
+];
 
 /// Run a proptest strategy with a fixed number of cases; failures come back as a message with
 /// the shrunk input.
