@@ -46,5 +46,52 @@ pub const GRAD_NORM: Source = Source {
     ],
 };
 
+
+pub const LAYERNORM: Source = Source {
+    name: "layernorm",
+    code: include_str!("../kernels/layernorm.cu"),
+    kernels: &["layernorm_forward_f32", "layernorm_backward_f32"],
+};
+
+pub const ROPE: Source = Source {
+    name: "rope",
+    code: include_str!("../kernels/rope.cu"),
+    kernels: &["rope_forward_f32", "rope_backward_f32"],
+};
+
+pub const ACTIVATION: Source = Source {
+    name: "activation",
+    code: include_str!("../kernels/activation.cu"),
+    kernels: &[
+        "activation_forward_f32",
+        "activation_backward_f32",
+        "glu_forward_f32",
+        "glu_backward_f32",
+    ],
+};
+
+pub const EMBEDDING: Source = Source {
+    name: "embedding",
+    code: include_str!("../kernels/embedding.cu"),
+    kernels: &["embedding_forward_f32", "embedding_backward_f32"],
+};
+
+pub const ELEMENTWISE: Source = Source {
+    name: "elementwise",
+    code: include_str!("../kernels/elementwise.cu"),
+    kernels: &["add_inplace_f32", "mul_inplace_f32", "scale_inplace_f32"],
+};
+
 /// The shipped set, in the order `dsum-ptx-check` reports them.
-pub const ALL: &[&Source] = &[&REDUCE, &RMSNORM, &DROPOUT, &ADAMW, &GRAD_NORM];
+pub const ALL: &[&Source] = &[
+    &REDUCE,
+    &RMSNORM,
+    &LAYERNORM,
+    &ROPE,
+    &ACTIVATION,
+    &EMBEDDING,
+    &ELEMENTWISE,
+    &DROPOUT,
+    &ADAMW,
+    &GRAD_NORM,
+];

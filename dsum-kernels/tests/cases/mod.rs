@@ -8,7 +8,12 @@ mod adamw;
 mod dropout;
 mod grad_norm;
 mod lora;
+mod activation;
+mod elementwise;
+mod embedding;
+mod layernorm;
 mod rmsnorm;
+mod rope;
 
 pub const ALL: &[&[GpuTest]] = &[
     rmsnorm::TESTS,
@@ -16,6 +21,11 @@ pub const ALL: &[&[GpuTest]] = &[
     lora::TESTS,
     adamw::TESTS,
     grad_norm::TESTS,
+    layernorm::TESTS,
+    rope::TESTS,
+    activation::TESTS,
+    embedding::TESTS,
+    elementwise::TESTS,
 ];
 
 /// Run a proptest strategy with a fixed number of cases; failures come back as a message with
