@@ -9,9 +9,12 @@
 // Kernel launchers take every buffer and dimension explicitly, as the CUDA signatures do.
 #![allow(clippy::too_many_arguments)]
 
+pub mod convert;
 pub mod error;
+pub mod gemm;
 pub mod gpu;
 pub mod launch;
+pub mod nf4;
 pub mod reduce;
 pub mod rmsnorm;
 pub mod sources;

@@ -4,9 +4,12 @@ use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
 use crate::GpuTest;
 
+mod convert;
+mod gemm;
+mod nf4;
 mod rmsnorm;
 
-pub const ALL: &[&[GpuTest]] = &[rmsnorm::TESTS];
+pub const ALL: &[&[GpuTest]] = &[rmsnorm::TESTS, convert::TESTS, gemm::TESTS, nf4::TESTS];
 
 /// Run a proptest strategy with a fixed number of cases; failures come back as a message with
 /// the shrunk input.
