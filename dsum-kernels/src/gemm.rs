@@ -247,6 +247,8 @@ impl Product {
             return scale(gpu, c, beta, m * n);
         }
         let blas = gpu.blas()?;
+        // cuBLAS runs in whatever context is current on this thread (tests run on several).
+        gpu.context().bind_to_thread()?;
         let stream = gpu.stream();
         let op_of = |t: bool| {
             if t {

@@ -366,7 +366,11 @@ pub fn nf4_linear(
 /// Threads per GEMV block: the columns are taken 8 at a time (or 1 at a time when cols is not a
 /// multiple of 8); a count that divides that work evenly keeps every thread busy to the end.
 fn gemv_threads(cols: usize) -> u32 {
-    let work = if cols.is_multiple_of(8) { cols / 8 } else { cols };
+    let work = if cols.is_multiple_of(8) {
+        cols / 8
+    } else {
+        cols
+    };
     for t in [256, 128, 64] {
         if work >= t && work.is_multiple_of(t) {
             return t as u32;
