@@ -11,15 +11,18 @@
 
 pub mod activation;
 pub mod adamw;
+pub mod convert;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
 pub mod error;
+pub mod gemm;
 pub mod gpu;
 pub mod grad_norm;
 pub mod launch;
 pub mod layernorm;
 pub mod lora;
+pub mod nf4;
 pub mod reduce;
 pub mod rmsnorm;
 pub mod rope;

@@ -46,7 +46,6 @@ pub const GRAD_NORM: Source = Source {
     ],
 };
 
-
 pub const LAYERNORM: Source = Source {
     name: "layernorm",
     code: include_str!("../kernels/layernorm.cu"),
@@ -82,6 +81,28 @@ pub const ELEMENTWISE: Source = Source {
     kernels: &["add_inplace_f32", "mul_inplace_f32", "scale_inplace_f32"],
 };
 
+pub const NF4: Source = Source {
+    name: "nf4",
+    code: include_str!("../kernels/nf4.cu"),
+    kernels: &[
+        "nf4_dequantize_f32",
+        "nf4_dequantize_bf16",
+        "nf4_linear_forward_f32",
+    ],
+};
+
+pub const GEMM: Source = Source {
+    name: "gemm",
+    code: include_str!("../kernels/gemm.cu"),
+    kernels: &["linear_bias_forward_f32", "matmul_scale_f32"],
+};
+
+pub const CONVERT: Source = Source {
+    name: "convert",
+    code: include_str!("../kernels/convert.cu"),
+    kernels: &["to_bf16_f32", "from_bf16_f32"],
+};
+
 /// The shipped set, in the order `dsum-ptx-check` reports them.
 pub const ALL: &[&Source] = &[
     &REDUCE,
@@ -94,4 +115,7 @@ pub const ALL: &[&Source] = &[
     &DROPOUT,
     &ADAMW,
     &GRAD_NORM,
+    &NF4,
+    &GEMM,
+    &CONVERT,
 ];

@@ -4,14 +4,17 @@ use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
 use crate::GpuTest;
 
-mod adamw;
-mod dropout;
-mod grad_norm;
-mod lora;
 mod activation;
+mod adamw;
+mod convert;
+mod dropout;
 mod elementwise;
 mod embedding;
+mod gemm;
+mod grad_norm;
 mod layernorm;
+mod lora;
+mod nf4;
 mod rmsnorm;
 mod rope;
 
@@ -26,6 +29,9 @@ pub const ALL: &[&[GpuTest]] = &[
     activation::TESTS,
     embedding::TESTS,
     elementwise::TESTS,
+    convert::TESTS,
+    gemm::TESTS,
+    nf4::TESTS,
 ];
 
 /// Run a proptest strategy with a fixed number of cases; failures come back as a message with
