@@ -9,6 +9,8 @@
 // Kernel launchers take every buffer and dimension explicitly, as the CUDA signatures do.
 #![allow(clippy::too_many_arguments)]
 
+pub mod attention;
+pub mod cross_entropy;
 pub mod error;
 pub mod gpu;
 pub mod launch;

@@ -4,9 +4,11 @@ use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
 use crate::GpuTest;
 
+mod attention;
+mod cross_entropy;
 mod rmsnorm;
 
-pub const ALL: &[&[GpuTest]] = &[rmsnorm::TESTS];
+pub const ALL: &[&[GpuTest]] = &[rmsnorm::TESTS, attention::TESTS, cross_entropy::TESTS];
 
 /// Run a proptest strategy with a fixed number of cases; failures come back as a message with
 /// the shrunk input.
