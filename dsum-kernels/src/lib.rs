@@ -11,7 +11,9 @@
 
 pub mod activation;
 pub mod adamw;
+pub mod attention;
 pub mod convert;
+pub mod cross_entropy;
 pub mod dropout;
 pub mod elementwise;
 pub mod embedding;

@@ -103,6 +103,28 @@ pub const CONVERT: Source = Source {
     kernels: &["to_bf16_f32", "from_bf16_f32"],
 };
 
+pub const ATTENTION: Source = Source {
+    name: "attention",
+    code: include_str!("../kernels/attention.cu"),
+    kernels: &[
+        "attention_forward_f32",
+        "kv_write_f32",
+        "attention_train_forward_f32",
+        "attention_backward_dq_f32",
+        "attention_backward_dkv_f32",
+    ],
+};
+
+pub const CROSS_ENTROPY: Source = Source {
+    name: "cross_entropy",
+    code: include_str!("../kernels/cross_entropy.cu"),
+    kernels: &[
+        "cross_entropy_forward_f32",
+        "cross_entropy_backward_f32",
+        "cross_entropy_sum_f32",
+    ],
+};
+
 /// The shipped set, in the order `dsum-ptx-check` reports them.
 pub const ALL: &[&Source] = &[
     &REDUCE,
@@ -118,4 +140,6 @@ pub const ALL: &[&Source] = &[
     &NF4,
     &GEMM,
     &CONVERT,
+    &ATTENTION,
+    &CROSS_ENTROPY,
 ];

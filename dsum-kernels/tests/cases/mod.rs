@@ -6,7 +6,9 @@ use crate::GpuTest;
 
 mod activation;
 mod adamw;
+mod attention;
 mod convert;
+mod cross_entropy;
 mod dropout;
 mod elementwise;
 mod embedding;
@@ -32,6 +34,8 @@ pub const ALL: &[&[GpuTest]] = &[
     convert::TESTS,
     gemm::TESTS,
     nf4::TESTS,
+    attention::TESTS,
+    cross_entropy::TESTS,
 ];
 
 /// Run a proptest strategy with a fixed number of cases; failures come back as a message with
