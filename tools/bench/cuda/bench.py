@@ -103,7 +103,8 @@ def run(cmd, timeout, env=None):
                            f"{tail(e.stderr.decode() if isinstance(e.stderr, bytes) else e.stderr)}")
     wall = time.perf_counter() - t0
     if p.returncode != 0:
-        raise RuntimeError(f"exit {p.returncode}: {' '.join(cmd)}\n{tail(p.stderr)}\n{tail(p.stdout, 1000)}")
+        last = (p.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+        raise RuntimeError(f"exit {p.returncode}: {last}\ncommand: {' '.join(cmd)}\n{tail(p.stderr)}\n{tail(p.stdout, 1000)}")
     return wall, p.stdout
 
 
@@ -757,8 +758,9 @@ def table(res):
             rows.append(("a", "NF4 dequantize / copy", err(a), "", "goal ≥ 90%"))
         else:
             d, b = a.get("dsum", {}), a.get("bitsandbytes", {})
+            first = (d.get("stdout") or "").strip().splitlines()[:1] or ["no output"]
             dv = err(d) or (f(100 * d["worst_ratio"], "{:.0f}% of copy (worst shape)") if d.get("worst_ratio") is not None
-                            else "see bench_nf4 output")
+                            else "no ratio line; bench_nf4 said: " + first[0][:150].replace("|", "/"))
             bv = err(b) or "{:.0f}% of copy (worst shape), {:.0f}–{:.0f} GB/s".format(
                 100 * min(x["ratio"] for x in b["rows"]), min(x["dequant_bf16_gbps"] for x in b["rows"]),
                 max(x["dequant_bf16_gbps"] for x in b["rows"]))
@@ -814,9 +816,8 @@ def markdown(res):
     e = res["env"]
     out = [f"# dsum GPU benchmark (issue 9 item 5){' — TINY harness check' if e['tiny'] else ''}", "",
            f"GPU: {e.get('nvidia_smi')}; torch {e.get('torch')}, transformers {e.get('transformers')}, "
-           f"peft {e.get('peft')}, bitsandbytes {e.get('bitsandbytes')}; dsum {e.get('dsum_commit')}", ""]
-    if e.get("build_notes"):
-        out += [f"Build: {e['build_notes']}", ""]
+           f"peft {e.get('peft')}, bitsandbytes {e.get('bitsandbytes')}; checkout {e.get('dsum_commit')}", "",
+           f"dsum binaries: {e.get('build_notes')}", ""]
     out += ["| part | measure | dsum | peer | dsum vs peer / goal |", "|---|---|---|---|---|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in table(res)]
     P = res["parts"]
@@ -846,7 +847,7 @@ def markdown(res):
     if errors:
         out += ["", "## Errors", ""]
         for k, name, v in errors:
-            out += [f"{k} / {name}:", "", "```", v["error"].rstrip(), v.get("traceback", "").rstrip(), "```", ""]
+            out += [f"{k} / {name}:", "", "```", (v.get("traceback") or v["error"]).rstrip(), "```", ""]
     return "\n".join(out) + "\n"
 
 

@@ -71,8 +71,8 @@ if [ "$DEVICE" != cpu ]; then
   DIRS=""
   for lib in libnvrtc.so libcublas.so libcublasLt.so; do
     f=$(find /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-13*/lib64 \
-          $(for s in $SITES; do echo "$s/nvidia"; done) -maxdepth 3 -name "$lib*" 2>/dev/null | sort | head -n1)
-    [ -n "$f" ] && DIRS="$DIRS:$(dirname "$f")"
+          $(for s in $SITES; do echo "$s/nvidia"; done) -maxdepth 3 -name "$lib*" 2>/dev/null | head -n1)
+    [ -n "$f" ] && case ":$DIRS:" in *":$(dirname "$f"):"*) ;; *) DIRS="$DIRS:$(dirname "$f")" ;; esac
   done
   export LD_LIBRARY_PATH=${DIRS#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   say "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
