@@ -41,6 +41,21 @@ pub enum Error {
     /// A feature that was not compiled in.
     #[error("{0}")]
     NotCompiled(&'static str),
+    /// `--device` is not `cpu`, `cuda` or `cuda:N`.
+    #[error("invalid device `{0}`: expected cpu, cuda or cuda:N (N the index of a GPU, from 0)")]
+    InvalidDevice(String),
+    /// `--device cuda` on a build without the CUDA backend.
+    #[error(
+        "this dsum was built without CUDA; rebuild with `--features cuda` (or `cuda-13` for CUDA 13)"
+    )]
+    NotCompiledWithCuda,
+    /// The CUDA backend failed: no driver or device, a kernel that did not compile or launch.
+    #[cfg(feature = "dsum-kernels")]
+    #[error("CUDA: {0}")]
+    Cuda(#[from] dsum_kernels::KernelError),
+    /// A model or step that only the CPU backend implements so far.
+    #[error("{0} run on the CPU only for now; use --device cpu")]
+    CpuOnly(&'static str),
 }
 
 impl Error {
