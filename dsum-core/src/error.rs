@@ -50,12 +50,20 @@ pub enum Error {
     )]
     NotCompiledWithCuda,
     /// The CUDA backend failed: no driver or device, a kernel that did not compile or launch.
+    /// (Not a `#[source]`: the message already holds it, and error chains would repeat it.)
     #[cfg(feature = "dsum-kernels")]
     #[error("CUDA: {0}")]
-    Cuda(#[from] dsum_kernels::KernelError),
+    Cuda(dsum_kernels::KernelError),
     /// A model or step that only the CPU backend implements so far.
     #[error("{0} run on the CPU only for now; use --device cpu")]
     CpuOnly(&'static str),
+}
+
+#[cfg(feature = "dsum-kernels")]
+impl From<dsum_kernels::KernelError> for Error {
+    fn from(e: dsum_kernels::KernelError) -> Self {
+        Error::Cuda(e)
+    }
 }
 
 impl Error {
