@@ -42,3 +42,11 @@ pub(crate) fn check_len(op: &'static str, name: &str, got: usize, want: usize) -
     }
     Ok(())
 }
+
+/// A dimension passed to a kernel as `int`: larger values are an error, never a wrapped size.
+pub(crate) fn check_i32(op: &'static str, name: &str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| KernelError::Shape {
+        op,
+        what: format!("{name} = {v} exceeds the kernels' int range"),
+    })
+}

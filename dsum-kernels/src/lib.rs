@@ -9,11 +9,25 @@
 // Kernel launchers take every buffer and dimension explicitly, as the CUDA signatures do.
 #![allow(clippy::too_many_arguments)]
 
+pub mod activation;
+pub mod adamw;
+pub mod attention;
+pub mod convert;
+pub mod cross_entropy;
+pub mod dropout;
+pub mod elementwise;
+pub mod embedding;
 pub mod error;
+pub mod gemm;
 pub mod gpu;
+pub mod grad_norm;
 pub mod launch;
+pub mod layernorm;
+pub mod lora;
+pub mod nf4;
 pub mod reduce;
 pub mod rmsnorm;
+pub mod rope;
 pub mod sources;
 pub mod tolerance;
 

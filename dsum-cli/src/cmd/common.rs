@@ -191,14 +191,21 @@ pub fn prompt_builder(model: &LoadedModel, flags: &PromptFlags) -> Result<Option
     Ok(Some(b))
 }
 
+/// Start the global thread pool (`--threads`, default all cores). Idempotent: `main` starts it
+/// before the verb runs on it, and the verbs' own calls then find it running.
 pub fn set_threads(threads: Option<usize>) -> Result<()> {
-    if let Some(n) = threads {
-        anyhow::ensure!(n > 0, "--threads must be at least 1");
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("cannot start the thread pool")?;
+    static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if STARTED.get().is_some() {
+        return Ok(());
     }
+    anyhow::ensure!(threads != Some(0), "--threads must be at least 1");
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        // The verbs run on a worker (see main.rs): give it a main thread's stack.
+        .stack_size(8 << 20)
+        .build_global()
+        .context("cannot start the thread pool")?;
+    let _ = STARTED.set(());
     Ok(())
 }
 

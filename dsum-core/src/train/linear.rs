@@ -86,6 +86,8 @@ pub struct LinearCache {
     x_drop: Option<Vec<f32>>,
     /// x_drop · Aᵀ  [M, r]
     h: Vec<f32>,
+    /// The dropout seed of `x_drop`: the backward pass regenerates the mask from it.
+    seed: u64,
 }
 
 impl TrainLinear {
@@ -146,7 +148,11 @@ impl TrainLinear {
                 r,
                 self.out,
             );
-            cache = LinearCache { x_drop, h };
+            cache = LinearCache {
+                x_drop,
+                h,
+                seed: dropout_seed.unwrap_or(0),
+            };
         }
         (y, cache)
     }
@@ -219,18 +225,13 @@ impl TrainLinear {
                     r,
                     inp,
                 );
-                match &cache.x_drop {
-                    // d(x_drop)/dx is the kept mask scaled by 1/(1-p): zero exactly where x_drop is zero
-                    // unless x itself was zero, which contributes nothing either way.
-                    Some(xd) => {
-                        let keep = 1.0 / (1.0 - l.dropout);
-                        for i in 0..dx.len() {
-                            if xd[i] != 0.0 || x[i] == 0.0 {
-                                dx[i] += dxd[i] * keep;
-                            }
-                        }
+                // d(x_drop)/dx is the kept mask scaled by 1/(1-p). The mask is regenerated, not
+                // read off x_drop's zeros: a kept element whose input is 0 still passes gradient.
+                let keep = 1.0 / (1.0 - l.dropout);
+                for (i, (a, g)) in dx.iter_mut().zip(&dxd).enumerate() {
+                    if crate::ops::dropout::keep(cache.seed, i, l.dropout) {
+                        *a += g * keep;
                     }
-                    None => dx.iter_mut().zip(&dxd).for_each(|(a, b)| *a += b),
                 }
             }
         }

@@ -4,9 +4,39 @@ use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
 use crate::GpuTest;
 
+mod activation;
+mod adamw;
+mod attention;
+mod convert;
+mod cross_entropy;
+mod dropout;
+mod elementwise;
+mod embedding;
+mod gemm;
+mod grad_norm;
+mod layernorm;
+mod lora;
+mod nf4;
 mod rmsnorm;
+mod rope;
 
-pub const ALL: &[&[GpuTest]] = &[rmsnorm::TESTS];
+pub const ALL: &[&[GpuTest]] = &[
+    rmsnorm::TESTS,
+    dropout::TESTS,
+    lora::TESTS,
+    adamw::TESTS,
+    grad_norm::TESTS,
+    layernorm::TESTS,
+    rope::TESTS,
+    activation::TESTS,
+    embedding::TESTS,
+    elementwise::TESTS,
+    convert::TESTS,
+    gemm::TESTS,
+    nf4::TESTS,
+    attention::TESTS,
+    cross_entropy::TESTS,
+];
 
 /// Run a proptest strategy with a fixed number of cases; failures come back as a message with
 /// the shrunk input.
