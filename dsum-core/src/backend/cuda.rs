@@ -75,7 +75,7 @@ impl Cuda {
 /// A weight on the device.
 enum DeviceWeight {
     F32(CudaSlice<f32>),
-    Nf4(Nf4Weight),
+    Nf4(Box<Nf4Weight>),
 }
 
 /// A linear weight `[out, inp]` on the device, with its bias `[out]`.
@@ -156,7 +156,8 @@ impl Backend for Cuda {
                 DeviceWeight::F32(self.gpu.upload(&q.dequantize())?)
             }
             HostLinear::Nf4(t) => {
-                DeviceWeight::Nf4(Nf4Weight::upload(&self.gpu, nf4_parts(&t, out, inp))?)
+                let w = Nf4Weight::upload(&self.gpu, nf4_parts(&t, out, inp))?;
+                DeviceWeight::Nf4(Box::new(w))
             }
         };
         let bias = bias.map(|b| self.gpu.upload(&b)).transpose()?;
