@@ -10,6 +10,7 @@ use dsum_core::backend::{Cuda, Device};
 use dsum_core::generation::GenerationConfig;
 use dsum_core::models::{LoadOptions, LoadedModel, Model};
 use dsum_core::Error;
+use std::path::PathBuf;
 
 /// The devices to run on, saying which are skipped and why.
 fn devices() -> Vec<Device> {
@@ -203,5 +204,70 @@ fn fixture_generation_matches_transformers_on_every_device() {
             "{device}: {} generation cases match transformers",
             cases.len()
         );
+    }
+}
+
+/// A fixture folder with its linear weights quantized to NF4 (`dsum-cli nf4 quantize`, the
+/// embedding, lm_head and norms kept), and the same folder dequantized back to f32.
+fn nf4_and_dequantized(name: &str, tmp: &std::path::Path, double: bool) -> (PathBuf, PathBuf) {
+    use dsum_core::quant::bnb_state::{dequantize_file, quantize_file};
+    let src = common::fixtures("llama").join("models").join(name);
+    let (q, d) = (tmp.join("nf4"), tmp.join("f32"));
+    for dir in [&q, &d] {
+        std::fs::create_dir_all(dir).unwrap();
+        for e in std::fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            if e.file_name() != "model.safetensors" {
+                std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let keep = ["embed_tokens", "lm_head", "norm"].map(String::from);
+    let qf = q.join("model.safetensors");
+    quantize_file(&src.join("model.safetensors"), &qf, 64, double, &keep).unwrap();
+    dequantize_file(&qf, &d.join("model.safetensors")).unwrap();
+    (q, d)
+}
+
+/// NF4 linear weights run fused (never dequantized) and give the logits of the dequantized
+/// weights, up to f32 summation order, on every device.
+#[test]
+fn nf4_folders_match_their_dequantized_weights_on_every_device() {
+    for (name, double) in [("qwen2", true), ("qwen3", false)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (q, d) = nf4_and_dequantized(name, tmp.path(), double);
+        for device in devices() {
+            let opts = LoadOptions {
+                device,
+                ..Default::default()
+            };
+            let (lq, ld) = (
+                LoadedModel::load_with(&q, opts, Ok).unwrap(),
+                LoadedModel::load_with(&d, opts, Ok).unwrap(),
+            );
+            let (Model::Llama(mq), Model::Llama(md)) = (&lq.model, &ld.model) else {
+                panic!("{name} is not a Llama-family model")
+            };
+            assert_eq!(mq.quantized_matrices(), 7 * mq.config.num_hidden_layers);
+            assert_eq!(md.quantized_matrices(), 0);
+            assert_eq!(mq.num_parameters(), md.num_parameters());
+            let masks = vec![[vec![false; 2], vec![true; 7]].concat(), vec![true; 9]];
+            let ids: Vec<u32> = (0..18u32).map(|i| (i * 97 + 5) % 1000).collect();
+            let run = |m: &dsum_core::models::llama::Llama| {
+                let mut st = m.start(&masks, 9).unwrap();
+                m.forward(&mut st, &ids, 9, true).unwrap()
+            };
+            let (a, b) = (run(mq), run(md));
+            let v = mq.vocab_size();
+            let worst = a
+                .iter()
+                .zip(&b)
+                .enumerate()
+                .filter(|(i, _)| masks[i / (9 * v)][(i / v) % 9])
+                .map(|(_, (x, y))| (x - y).abs() / y.abs().max(1.0))
+                .fold(0f32, f32::max);
+            eprintln!("{name} NF4 vs dequantized on {device}: worst relative diff {worst:.1e}");
+            assert!(worst < 1e-4, "{name} on {device}: {worst}");
+        }
     }
 }

@@ -71,6 +71,10 @@ pub enum HostLinear {
 }
 
 impl HostLinear {
+    pub fn is_quantized(&self) -> bool {
+        !matches!(self, HostLinear::Dense(LinearWeight::F32(_)))
+    }
+
     /// `[out, in]`.
     pub fn shape(&self) -> [usize; 2] {
         let two = |s: &[usize]| {

@@ -18,7 +18,11 @@ use crate::generation::{GenerationConfig, Hypothesis, StepDecoder};
 use crate::io::checkpoint::Checkpoint;
 use crate::ops::activation::Activation;
 use crate::ops::attention::AttnShape;
+use crate::ops::qmatmul::LinearWeight;
 use crate::ops::rope::{inv_freq, RopeScaling};
+use crate::quant::bnb_state::{from_bnb, QUANT_STATE_SUFFIX};
+use crate::quant::nf4::Nf4Tensor;
+use crate::tensor::Weight;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -207,23 +211,74 @@ impl<'a, B: Backend> Loader<'a, B> {
         }
     }
 
+    /// The bitsandbytes 4-bit weight `name` (`dsum-cli nf4 quantize`, or transformers'
+    /// `load_in_4bit` save) if the checkpoint has one, checked against `shape`.
+    fn nf4(&self, name: &str, shape: &[usize]) -> Result<Option<Nf4Tensor>> {
+        if !self.ck.contains(&format!("{name}{QUANT_STATE_SUFFIX}")) {
+            return Ok(None);
+        }
+        let t = from_bnb(self.ck, name)?;
+        if t.shape() != shape {
+            return Err(Error::Tensor {
+                path: self.ck.path().to_string(),
+                name: name.to_string(),
+                message: format!("expected shape {shape:?}, found {:?}", t.shape()),
+            });
+        }
+        Ok(Some(t))
+    }
+
+    /// A vector [len] (norm weight, bias) on the host; an NF4 one is dequantized.
+    fn host_vector(&self, name: &str, len: usize) -> Result<Weight> {
+        match self.nf4(name, &[len])? {
+            Some(t) => Ok(Weight::from_vec(vec![len], t.dequantize())),
+            None => self.ck.get(name, &[len]),
+        }
+    }
+
     fn vector(&mut self, name: &str, len: usize) -> Result<B::Tensor> {
-        let w = self.ck.get(name, &[len])?;
+        let w = self.host_vector(name, len)?;
         self.params += w.len();
         self.b.upload(&w)
     }
 
     /// `{name}.weight` [out, inp] and, with `bias`, `{name}.bias` [out].
     fn linear(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> Result<B::Linear> {
-        let w = self.ck.get_linear(&format!("{name}.weight"), &[out, inp])?;
+        self.linear_as(name, out, inp, bias, false)
+    }
+
+    /// The embedding table `{name}.weight` [V, C]: read by rows, so an NF4 table is
+    /// dequantized here (GGUF rows decode one at a time).
+    fn table(&mut self, name: &str, v: usize, c: usize) -> Result<B::Linear> {
+        self.linear_as(name, v, c, false, true)
+    }
+
+    fn linear_as(
+        &mut self,
+        name: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+        by_rows: bool,
+    ) -> Result<B::Linear> {
+        let wname = format!("{name}.weight");
+        let shape = [out, inp];
+        let w = match self.nf4(&wname, &shape)? {
+            Some(t) if by_rows => {
+                let dense = Weight::from_vec(shape.to_vec(), t.dequantize());
+                HostLinear::Dense(LinearWeight::F32(dense))
+            }
+            Some(t) => HostLinear::Nf4(t),
+            None => HostLinear::Dense(self.ck.get_linear(&wname, &shape)?),
+        };
         let b = if bias {
-            Some(self.ck.get(&format!("{name}.bias"), &[out])?)
+            Some(self.host_vector(&format!("{name}.bias"), out)?)
         } else {
             None
         };
-        self.params += w.numel() + b.as_ref().map_or(0, |b| b.len());
+        self.params += out * inp + b.as_ref().map_or(0, |b| b.len());
         self.quantized += w.is_quantized() as usize;
-        self.b.upload_linear(HostLinear::Dense(w), b)
+        self.b.upload_linear(w, b)
     }
 
     fn weights(&mut self, c: &LlamaConfig, family: Family) -> Result<Weights<B>> {
@@ -263,7 +318,7 @@ impl<'a, B: Backend> Loader<'a, B> {
             Some(self.linear("lm_head", v, hs, false)?)
         };
         Ok(Weights {
-            embed: self.linear("model.embed_tokens", v, hs, false)?,
+            embed: self.table("model.embed_tokens", v, hs)?,
             norm: self.vector("model.norm.weight", hs)?,
             lm_head,
             inv_freq: self
@@ -344,8 +399,9 @@ impl Llama {
         self.config.vocab_size
     }
 
-    /// How many weight matrices the checkpoint keeps quantized: read so by `ops::qmatmul` on
-    /// the CPU, dequantized at upload on CUDA.
+    /// How many weight matrices are kept quantized: GGUF Q4_0 / Q4_1 / Q8_0 (read so by
+    /// `ops::qmatmul` on the CPU, dequantized at upload on CUDA) and bitsandbytes NF4 linear
+    /// weights (fused NF4 matmuls on both).
     pub fn quantized_matrices(&self) -> usize {
         self.quantized
     }
