@@ -145,6 +145,32 @@ fn set_chat_template(m: &Path, template: &str) {
     });
 }
 
+/// `--device` values that cannot be used; `--device cuda` only on a build without CUDA (with
+/// it, the answer depends on the machine's GPU).
+fn device_cases() -> Vec<Case> {
+    let qwen = || fixtures().join("llama/models/qwen2");
+    let mut v = vec![
+        case(
+            "--device gpu",
+            &["--device", "invalid device `gpu`", "cuda:N"],
+            move |d| summarize(d, &qwen(), &["--device", "gpu"]),
+        ),
+        case(
+            "--device cuda:x",
+            &["--device", "invalid device `cuda:x`"],
+            move |d| summarize(d, &qwen(), &["--device", "cuda:x"]),
+        ),
+    ];
+    if !cfg!(any(feature = "cuda", feature = "cuda-13")) {
+        v.push(case(
+            "--device cuda on a build without CUDA",
+            &["built without CUDA", "--features cuda"],
+            move |d| summarize(d, &qwen(), &["--device", "cuda"]),
+        ));
+    }
+    v
+}
+
 fn cases() -> Vec<Case> {
     vec![
         // --- safetensors ---
@@ -591,7 +617,7 @@ fn bin_case(dir: &Path, f: impl FnOnce(&Path)) -> Vec<String> {
 fn every_bad_input_is_a_clear_error() {
     let root = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
-    for (i, c) in cases().into_iter().enumerate() {
+    for (i, c) in cases().into_iter().chain(device_cases()).enumerate() {
         let dir = root.path().join(format!("case{i}"));
         fs::create_dir_all(&dir).unwrap();
         let out = dir.join("out.csv");
@@ -634,4 +660,27 @@ fn every_bad_input_is_a_clear_error() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// `finetune --device`: a bad value, and CUDA (not implemented yet), before anything is read.
+#[test]
+fn finetune_device_errors() {
+    for (device, want) in [
+        ("gpu", "invalid device `gpu`"),
+        (
+            "cuda:1",
+            "fine-tuning on CUDA is not implemented yet; use --device cpu",
+        ),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_dsum-cli"))
+            .args(["finetune", "--config", "no-such.toml", "--device", device])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{device}: {err}");
+        assert!(
+            err.contains(want) && !err.contains("panicked"),
+            "{device}: {err}"
+        );
+    }
 }

@@ -41,6 +41,29 @@ pub enum Error {
     /// A feature that was not compiled in.
     #[error("{0}")]
     NotCompiled(&'static str),
+    /// `--device` is not `cpu`, `cuda` or `cuda:N`.
+    #[error("invalid device `{0}`: expected cpu, cuda or cuda:N (N the index of a GPU, from 0)")]
+    InvalidDevice(String),
+    /// `--device cuda` on a build without the CUDA backend.
+    #[error(
+        "this dsum was built without CUDA; rebuild with `--features cuda` (or `cuda-13` for CUDA 13)"
+    )]
+    NotCompiledWithCuda,
+    /// The CUDA backend failed: no driver or device, a kernel that did not compile or launch.
+    /// (Not a `#[source]`: the message already holds it, and error chains would repeat it.)
+    #[cfg(feature = "dsum-kernels")]
+    #[error("CUDA: {0}")]
+    Cuda(dsum_kernels::KernelError),
+    /// A model or step that only the CPU backend implements so far.
+    #[error("{0} run on the CPU only for now; use --device cpu")]
+    CpuOnly(&'static str),
+}
+
+#[cfg(feature = "dsum-kernels")]
+impl From<dsum_kernels::KernelError> for Error {
+    fn from(e: dsum_kernels::KernelError) -> Self {
+        Error::Cuda(e)
+    }
 }
 
 impl Error {

@@ -5,6 +5,7 @@
 //! (`std`), memory maps (`mmap`) and threads (`rayon`) are opt-in, so the crate also
 //! builds for `wasm32-unknown-unknown`.
 
+pub mod backend;
 pub mod chat;
 pub mod error;
 pub mod generation;

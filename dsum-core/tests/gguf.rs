@@ -252,7 +252,7 @@ fn chat_template_and_special_ids() {
 fn check_model(m: &dsum_core::models::llama::Llama, prompts: &Value, what: &str, full: bool) {
     for p in prompts.as_array().unwrap() {
         let prompt = ids(&p["ids"]);
-        let mut st = m.start(&[vec![true; prompt.len()]], prompt.len());
+        let mut st = m.start(&[vec![true; prompt.len()]], prompt.len()).unwrap();
         let logits = m.forward(&mut st, &prompt, prompt.len(), false).unwrap();
         if full {
             let want: Vec<f64> = p["last_logits"]
@@ -302,8 +302,15 @@ fn logits_and_greedy_ids_match_transformers() {
     let r = reference();
     for f in FILES {
         for dequantize in [false, true] {
-            let m = LoadedModel::load_with(&dir().join(f), LoadOptions { dequantize }, Ok)
-                .unwrap_or_else(|e| panic!("{f}: {e}"));
+            let m = LoadedModel::load_with(
+                &dir().join(f),
+                LoadOptions {
+                    dequantize,
+                    ..Default::default()
+                },
+                Ok,
+            )
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
             let Model::Llama(l) = &m.model else {
                 panic!("{f} is not a Llama-family model")
             };

@@ -98,7 +98,7 @@ fn logits_match_transformers_with_left_padding() {
             })
             .collect();
         let t = rows[0].len();
-        let mut st = m.start(&masks, t);
+        let mut st = m.start(&masks, t).unwrap();
         let logits = m.forward(&mut st, &rows.concat(), t, true).unwrap();
         let mut want = Vec::new();
         flat_f64(&c["logits"], &mut want);

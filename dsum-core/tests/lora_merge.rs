@@ -80,7 +80,7 @@ proptest! {
         };
         let lt = m.eval_loss(&b).unwrap();
         let inf = Llama::load(LlamaConfig::from_json(&text, "c").unwrap(), &merged(&m)).unwrap();
-        let mut st = inf.start(&[vec![true; 7]], 7);
+        let mut st = inf.start(&[vec![true; 7]], 7).unwrap();
         let logits = inf.forward(&mut st, &ids, 7, true).unwrap();
         let mut tg: Vec<i64> = labels[1..].to_vec();
         tg.push(IGNORE);

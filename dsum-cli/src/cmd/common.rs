@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use dsum_core::backend::Device;
 use dsum_core::generation::scripts::{blocked_tokens, ScriptSet};
 use dsum_core::generation::GenerationConfig;
 use dsum_core::hub::{resolve_model, NoProgress, Progress};
@@ -17,11 +18,25 @@ use dsum_core::prompt::{
 
 use super::gen_flags::PromptFlags;
 
+/// `--device`: cpu (the default), cuda or cuda:N.
+pub fn parse_device(arg: Option<&str>) -> Result<Device> {
+    arg.unwrap_or("cpu").parse::<Device>().context("--device")
+}
+
+/// How to load: `--dequantize` (a GGUF's weights all decoded to f32 at load), `--device`,
+/// `--tf32`.
+pub fn load_options(dequantize: bool, device: Option<&str>, tf32: bool) -> Result<LoadOptions> {
+    Ok(LoadOptions {
+        dequantize,
+        device: parse_device(device)?,
+        tf32,
+    })
+}
+
 /// Load `--model`: a folder, or a Hub repo id `org/name[@revision]` resolved in the Hugging
-/// Face cache (downloaded when missing). `dequantize` (`--dequantize`): a GGUF's weights
-/// all decoded to f32 at load.
-pub fn load_model(arg: &Path, dequantize: bool) -> Result<LoadedModel> {
-    load_model_with_adapter(arg, None, dequantize)
+/// Face cache (downloaded when missing).
+pub fn load_model(arg: &Path, opts: LoadOptions) -> Result<LoadedModel> {
+    load_model_with_adapter(arg, None, opts)
 }
 
 /// Load `--model` with a PEFT LoRA adapter folder (`--adapter`) merged into its weights
@@ -29,10 +44,9 @@ pub fn load_model(arg: &Path, dequantize: bool) -> Result<LoadedModel> {
 pub fn load_model_with_adapter(
     arg: &Path,
     adapter: Option<&Path>,
-    dequantize: bool,
+    opts: LoadOptions,
 ) -> Result<LoadedModel> {
     let dir = resolve_model_arg(arg, false)?;
-    let opts = LoadOptions { dequantize };
     let Some(adapter_dir) = adapter else {
         return LoadedModel::load_with(&dir, opts, Ok)
             .with_context(|| format!("cannot load the model in {}", dir.display()));

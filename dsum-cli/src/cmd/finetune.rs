@@ -28,9 +28,10 @@ use dsum_core::train::Trainable;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::common::{interrupt_flag, set_threads};
+use super::common::{interrupt_flag, parse_device, set_threads};
 use super::gen_flags::PromptFlags;
 use super::summarize::Summarizer;
+use dsum_core::backend::Device;
 
 /// fine-tune a model (LoRA, QLoRA or full) on a competition CSV
 #[derive(FromArgs)]
@@ -51,6 +52,9 @@ pub struct FinetuneArgs {
     /// worker threads (default: all cores)
     #[argh(option)]
     pub threads: Option<usize>,
+    /// where training runs: cpu (default); cuda / cuda:N are not implemented yet
+    #[argh(option)]
+    pub device: Option<String>,
     /// no progress bar
     #[argh(switch)]
     pub quiet: bool,
@@ -582,6 +586,9 @@ fn bar(quiet: bool) -> indicatif::ProgressBar {
 // ---- the verb -----------------------------------------------------------------------------
 
 pub fn run(args: FinetuneArgs) -> Result<()> {
+    if parse_device(args.device.as_deref())? != Device::Cpu {
+        bail!("fine-tuning on CUDA is not implemented yet; use --device cpu");
+    }
     set_threads(args.threads)?;
     let source = args.config.display().to_string();
     let cfg = read_config(&args.config)?;

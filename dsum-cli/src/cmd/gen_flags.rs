@@ -82,9 +82,20 @@ macro_rules! with_generation_flags {
             /// GGUF: decode all weights to f32 at load instead of reading Q4_0/Q4_1/Q8_0 quantized (same values, 4-7x the memory, slower)
             #[argh(switch)]
             pub dequantize: bool,
+            /// where the model runs: cpu (default), cuda (GPU 0) or cuda:N
+            #[argh(option)]
+            pub device: Option<String>,
+            /// CUDA: TF32 tensor-core matmuls for f32 weights (faster; results no longer match the CPU exactly)
+            #[argh(switch)]
+            pub tf32: bool,
         }
 
         impl $name {
+            /// `--dequantize`, `--device`, `--tf32`.
+            pub fn load_options(&self) -> anyhow::Result<dsum_core::models::LoadOptions> {
+                $crate::cmd::common::load_options(self.dequantize, self.device.as_deref(), self.tf32)
+            }
+
             pub fn prompt_flags(&self) -> $crate::cmd::gen_flags::PromptFlags<'_> {
                 $crate::cmd::gen_flags::PromptFlags {
                     allow_scripts: self.allow_scripts.as_deref(),

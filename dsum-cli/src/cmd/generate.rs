@@ -55,6 +55,7 @@ with_generation_flags! {
 pub fn run(args: GenerateArgs) -> Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
     set_threads(args.threads)?;
+    let load_opts = args.load_options()?;
     let kwargs = args.generation_kwargs()?;
     let shown = args.input.display().to_string();
     let f = std::fs::File::open(&args.input).with_context(|| format!("cannot open {shown}"))?;
@@ -71,7 +72,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             _ => bail!("{shown}: line {}: expected a JSON object", i + 1),
         }
     }
-    let model = load_model_with_adapter(&args.model, args.adapter.as_deref(), args.dequantize)?;
+    let model = load_model_with_adapter(&args.model, args.adapter.as_deref(), load_opts)?;
     let (mut gen, user_max) = generation_config(&model, &kwargs)?;
     let pflags = args.prompt_flags();
     apply_allow_scripts(&model, &mut gen, &pflags, args.quiet)?;

@@ -17,10 +17,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::common::{
-    apply_allow_scripts, generation_config, load_model, progress, prompt_builder, set_threads,
+    apply_allow_scripts, generation_config, load_model, parse_device, progress, prompt_builder,
+    set_threads,
 };
 use super::gen_flags::{with_generation_flags, PromptFlags};
 use super::summarize::Summarizer;
+use dsum_core::models::LoadOptions;
 
 with_generation_flags! {
     /// screen models zero-shot: summarize a dev CSV with each and rank them by ROUGE
@@ -73,6 +75,8 @@ struct ScreenConfig {
     prompt_preset: Option<String>,
     system_prompt: Option<String>,
     prompt_template: Option<String>,
+    /// where every model runs unless its entry says otherwise: cpu, cuda or cuda:N
+    device: Option<String>,
     #[serde(default)]
     models: Vec<ModelEntry>,
 }
@@ -87,6 +91,8 @@ struct ModelEntry {
     generation: toml::Table,
     /// chat-template variables, e.g. `{ enable_thinking = false }` for Qwen3
     template_kwargs: Option<toml::Table>,
+    /// where this model runs: cpu, cuda or cuda:N (`--device` overrides it)
+    device: Option<String>,
 }
 
 fn toml_to_json(t: &toml::Table) -> Result<Value> {
@@ -111,6 +117,8 @@ fn reset_peak_rss() {
 
 pub fn run(args: ScreenArgs) -> Result<()> {
     set_threads(args.threads)?;
+    // A bad --device fails at once; a bad per-model device fails that model's row only.
+    let base_opts = args.load_options()?;
     let cfg: ScreenConfig = match &args.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -154,6 +162,7 @@ pub fn run(args: ScreenArgs) -> Result<()> {
             path: p.into(),
             generation: toml::Table::new(),
             template_kwargs: None,
+            device: None,
         });
     }
     if models.is_empty() {
@@ -238,17 +247,29 @@ pub fn run(args: ScreenArgs) -> Result<()> {
             no_chat_template: flags.no_chat_template,
             template_kwargs: tkw.as_deref().or(flags.template_kwargs),
         };
+        // Flags over the config: --device, then the model's own device, then the shared one.
+        let device = args
+            .device
+            .as_deref()
+            .or(entry.device.as_deref())
+            .or(cfg.device.as_deref());
         reset_peak_rss();
-        let run = screen_one(
-            &entry.path,
-            &kwargs,
-            &pflags,
-            &rows,
-            di,
-            batch_size,
-            args.quiet,
-            args.dequantize,
-        );
+        let opts = parse_device(device).map(|device| LoadOptions {
+            device,
+            ..base_opts
+        });
+        let run = opts.and_then(|opts| {
+            screen_one(
+                &entry.path,
+                &kwargs,
+                &pflags,
+                &rows,
+                di,
+                batch_size,
+                args.quiet,
+                opts,
+            )
+        });
         let peak = peak_rss();
         match run {
             Ok((preds, params, secs, generated)) => {
@@ -334,9 +355,9 @@ fn screen_one(
     di: usize,
     batch_size: usize,
     quiet: bool,
-    dequantize: bool,
+    opts: LoadOptions,
 ) -> Result<(Vec<String>, usize, f64, usize)> {
-    let model = load_model(path, dequantize)?;
+    let model = load_model(path, opts)?;
     let (mut gen, user_max) = generation_config(&model, kwargs)?;
     apply_allow_scripts(&model, &mut gen, pflags, quiet)?;
     let mut sm = Summarizer {

@@ -190,9 +190,10 @@ fn done_rows(partial: &Path) -> Result<(HashSet<String>, u64)> {
 pub fn run(args: SummarizeArgs) -> Result<()> {
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
     set_threads(args.threads)?;
+    let load_opts = args.load_options()?;
     let kwargs = args.generation_kwargs()?;
     let rows = read_dialogues(&args.input)?;
-    let model = load_model_with_adapter(&args.model, args.adapter.as_deref(), args.dequantize)?;
+    let model = load_model_with_adapter(&args.model, args.adapter.as_deref(), load_opts)?;
     let (mut gen, user_max) = generation_config(&model, &kwargs)?;
     let pflags = args.prompt_flags();
     apply_allow_scripts(&model, &mut gen, &pflags, args.quiet)?;

@@ -16,7 +16,7 @@ pub trait StepDecoder {
     /// Feed the last token of every live row; returns logits [rows, V].
     fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
     /// New row r continues old row `idx[r]` (beam reordering).
-    fn reorder(&mut self, idx: &[usize]);
+    fn reorder(&mut self, idx: &[usize]) -> Result<()>;
 }
 
 /// One returned sequence: decoder ids (prompt included, no padding) and, for beam search,
@@ -232,7 +232,7 @@ pub fn beam_search<D: StepDecoder>(
             it.running = new_running;
             it.running_scores = new_scores;
         }
-        dec.reorder(&reorder);
+        dec.reorder(&reorder)?;
         cur_len += 1;
         // g. can a running beam still beat the worst finished one?
         let mut any_improvable = false;

@@ -441,6 +441,16 @@ impl GgufModel {
     /// `dequantize`: every tensor decoded to f32 at load (as transformers does), none kept
     /// quantized: 4-7x the memory, the same values.
     pub fn from_file_with(g: &GgufFile, dequantize: bool) -> Result<Self> {
+        Self::from_file_on(g, dequantize, None)
+    }
+
+    /// [`GgufModel::from_file_with`] on a CUDA device when `cuda` is given (its matrices are
+    /// uploaded from the quantized file, dequantized one at a time).
+    pub fn from_file_on(
+        g: &GgufFile,
+        dequantize: bool,
+        cuda: Option<crate::backend::Cuda>,
+    ) -> Result<Self> {
         let config = hf::llama_config(g)?;
         let tok = tokenizer::from_gguf(g)?;
         let tokenizer = crate::tokenizer::Tokenizer::from_json(
@@ -463,7 +473,10 @@ impl GgufModel {
         } else {
             hf::quantized_checkpoint(g, &config)?
         };
-        let model = crate::models::llama::Llama::load(config, &ck)?;
+        let model = match cuda {
+            None => crate::models::llama::Llama::load(config, &ck)?,
+            Some(cuda) => crate::models::llama::Llama::load_cuda(config, &ck, cuda)?,
+        };
         let generation = crate::generation::GenerationConfig {
             bos_token_id: tok.bos_token_id,
             eos_token_id: tok

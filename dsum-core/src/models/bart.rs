@@ -762,8 +762,9 @@ impl StepDecoder for BartStepper<'_> {
     fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         self.model.decode(&mut self.state, tokens, 1, false)
     }
-    fn reorder(&mut self, idx: &[usize]) {
-        self.state.reorder(idx)
+    fn reorder(&mut self, idx: &[usize]) -> Result<()> {
+        self.state.reorder(idx);
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::bart::{Bart, BartConfig};
 use super::llama::{Llama, LlamaConfig};
+use crate::backend::{Cuda, Device};
 use crate::error::{Error, Result};
 use crate::generation::GenerationConfig;
 use crate::io::checkpoint::Checkpoint;
@@ -47,6 +48,21 @@ pub struct LoadOptions {
     /// GGUF: decode every tensor to f32 at load instead of reading Q4_0 / Q4_1 / Q8_0
     /// matrices quantized (the same values; 4-7x the memory, decoding several times slower).
     pub dequantize: bool,
+    /// Where the model computes (`--device`).
+    pub device: Device,
+    /// CUDA: TF32 tensor-core matmuls for f32 weights (faster, no longer bit-exact).
+    pub tf32: bool,
+}
+
+impl LoadOptions {
+    /// The CUDA device to load onto, opened (None: the CPU). Done before any weight is read,
+    /// so a missing driver or a build without CUDA fails at once.
+    fn open_device(&self) -> Result<Option<Cuda>> {
+        match self.device {
+            Device::Cpu => Ok(None),
+            Device::Cuda(n) => Cuda::open(n).map(|c| Some(c.with_tf32(self.tf32))),
+        }
+    }
 }
 
 impl LoadedModel {
@@ -85,6 +101,7 @@ impl LoadedModel {
         };
         let mut m = Self::from_parts(
             &dir.display().to_string(),
+            opts,
             &cfg_text,
             gen_text.as_deref(),
             || transform(open_weights(dir)?),
@@ -133,7 +150,15 @@ impl LoadedModel {
             let cfg = text("tokenizer_config.json")?;
             Tokenizer::from_json((**json).as_ref(), cfg.as_deref(), &at("tokenizer.json"))
         };
-        Self::from_parts(name, &cfg_text, gen_text.as_deref(), weights, tokenizer)
+        let opts = LoadOptions::default();
+        Self::from_parts(
+            name,
+            opts,
+            &cfg_text,
+            gen_text.as_deref(),
+            weights,
+            tokenizer,
+        )
     }
 
     /// What the folder and in-memory loaders share: `config.json` and
@@ -141,6 +166,7 @@ impl LoadedModel {
     /// the config is known to be usable).
     fn from_parts(
         name: &str,
+        opts: LoadOptions,
         cfg_text: &str,
         gen_text: Option<&str>,
         weights: impl FnOnce() -> Result<Checkpoint>,
@@ -150,6 +176,7 @@ impl LoadedModel {
         let raw: serde_json::Value = serde_json::from_str(cfg_text)
             .map_err(|e| Error::config(cfg_str.clone(), format!("invalid JSON: {e}")))?;
         let model_type = raw.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+        let cuda = opts.open_device()?;
         // Generation attributes that config.json may carry (older checkpoints keep them there).
         let from_model = GenerationConfig::from_json(cfg_text, &cfg_str)?;
         let mut generation = if let Some(gen_text) = gen_text {
@@ -168,6 +195,7 @@ impl LoadedModel {
             from_model
         };
         let model = match model_type {
+            "bart" if cuda.is_some() => return Err(Error::CpuOnly("BART models")),
             "bart" => {
                 let config = BartConfig::from_json(cfg_text, &cfg_str)?;
                 let ck = weights()?;
@@ -176,7 +204,10 @@ impl LoadedModel {
             "llama" | "mistral" | "qwen2" | "qwen3" => {
                 let config = LlamaConfig::from_json(cfg_text, &cfg_str)?;
                 let ck = weights()?;
-                Model::Llama(Box::new(Llama::load(config, &ck)?))
+                Model::Llama(Box::new(match cuda {
+                    None => Llama::load(config, &ck)?,
+                    Some(cuda) => Llama::load_cuda(config, &ck, cuda)?,
+                }))
             }
             "" => return Err(Error::config(cfg_str, "missing `model_type`")),
             other => {
@@ -246,7 +277,8 @@ impl LoadedModel {
     }
 
     fn from_gguf(g: &crate::io::gguf::GgufFile, opts: LoadOptions) -> Result<Self> {
-        let m = crate::io::gguf::GgufModel::from_file_with(g, opts.dequantize)?;
+        let cuda = opts.open_device()?;
+        let m = crate::io::gguf::GgufModel::from_file_on(g, opts.dequantize, cuda)?;
         Ok(LoadedModel {
             dir: PathBuf::from(&g.path),
             model: Model::Llama(Box::new(m.model)),

@@ -6,17 +6,22 @@
 //! intermediate size, V vocab. Pre-norm blocks: x += attn(rmsnorm(x)); x += mlp(rmsnorm(x)),
 //! mlp = down(silu(gate(x)) * up(x)). Left-padded batches: positions count real tokens only,
 //! as transformers' `generate` derives them from the attention mask.
+//!
+//! The forward pass is written once, over `backend::Backend`: the CPU backend runs the `ops`
+//! functions, the CUDA backend (feature `cuda`) their dsum-kernels counterparts.
 
 use serde::Deserialize;
 
+use crate::backend::{Backend, Cpu, Cuda, Device, HostLinear};
 use crate::error::{Error, Result};
 use crate::generation::{GenerationConfig, Hypothesis, StepDecoder};
 use crate::io::checkpoint::Checkpoint;
 use crate::ops::activation::Activation;
-use crate::ops::attention::{attention_forward, AttnShape};
+use crate::ops::attention::AttnShape;
 use crate::ops::qmatmul::LinearWeight;
-use crate::ops::rmsnorm::rmsnorm_inplace;
-use crate::ops::rope::{inv_freq, rope_forward, RopeScaling};
+use crate::ops::rope::{inv_freq, RopeScaling};
+use crate::quant::bnb_state::{from_bnb, QUANT_STATE_SUFFIX};
+use crate::quant::nf4::Nf4Tensor;
 use crate::tensor::Weight;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,41 +129,34 @@ impl LlamaConfig {
     }
 }
 
-struct Proj {
-    w: LinearWeight, // [out, in], f32 or read quantized from a GGUF file
-    b: Option<Weight>,
-    out: usize,
+/// One decoder layer's weights, resident on backend `B`.
+struct Layer<B: Backend> {
+    input_layernorm: B::Tensor,          // [C]
+    q: B::Linear,                        // [H*dh, C] (+ bias: Qwen2, attention_bias)
+    k: B::Linear,                        // [KV*dh, C]
+    v: B::Linear,                        // [KV*dh, C]
+    o: B::Linear,                        // [C, H*dh]
+    q_norm: Option<B::Tensor>,           // [dh] (Qwen3)
+    k_norm: Option<B::Tensor>,           // [dh] (Qwen3)
+    post_attention_layernorm: B::Tensor, // [C]
+    gate: B::Linear,                     // [F, C]
+    up: B::Linear,                       // [F, C]
+    down: B::Linear,                     // [C, F]
 }
 
-impl Proj {
-    fn load(ck: &Checkpoint, name: &str, out: usize, inp: usize, bias: bool) -> Result<Self> {
-        let w = ck.get_linear(&format!("{name}.weight"), &[out, inp])?;
-        let b = if bias {
-            Some(ck.get(&format!("{name}.bias"), &[out])?)
-        } else {
-            None
-        };
-        Ok(Proj { w, b, out })
-    }
-    fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let mut y = vec![0f32; m * self.out];
-        self.w.forward(&mut y, x, self.b.as_deref(), m);
-        y
-    }
+/// All weights, resident on backend `B`.
+struct Weights<B: Backend> {
+    embed: B::Linear, // [V, C], also the output projection when tied
+    layers: Vec<Layer<B>>,
+    norm: B::Tensor,            // [C]
+    lm_head: Option<B::Linear>, // [V, C] when not tied
+    inv_freq: B::Tensor,        // [dh/2]
 }
 
-struct Layer {
-    input_layernorm: Weight, // [C]
-    q: Proj,
-    k: Proj,
-    v: Proj,
-    o: Proj,
-    q_norm: Option<Weight>, // [dh] (Qwen3)
-    k_norm: Option<Weight>,
-    post_attention_layernorm: Weight,
-    gate: Proj,
-    up: Proj,
-    down: Proj,
+/// The backend a model computes on, with the weights it holds.
+enum Engine {
+    Cpu(Box<Weights<Cpu>>),
+    Cuda(Box<(Cuda, Weights<Cuda>)>),
 }
 
 /// Weights of a LlamaForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM.
@@ -166,11 +164,16 @@ pub struct Llama {
     pub config: LlamaConfig,
     pub family: Family,
     act: Activation,
-    embed: LinearWeight, // [V, C], also the output projection when tied
-    layers: Vec<Layer>,
-    norm: Weight,                  // [C]
-    lm_head: Option<LinearWeight>, // [V, C] when not tied
-    inv_freq: Vec<f32>,            // [dh/2]
+    /// Counted at load, from the checkpoint's tensors (a GPU model keeps no host copy).
+    params: usize,
+    quantized: usize,
+    engine: Engine,
+}
+
+/// The K/V caches of every layer, on the model's backend.
+enum Caches {
+    Cpu(Vec<<Cpu as Backend>::KvCache>),
+    Cuda(Vec<<Cuda as Backend>::KvCache>),
 }
 
 /// KV caches and per-row position bookkeeping for R rows.
@@ -179,160 +182,283 @@ pub struct CausalState {
     cap: usize,
     len: usize,
     /// per layer [R, KV, cap, dh]
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    caches: Caches,
     /// [R, cap] false for left padding
     mask: Vec<bool>,
     /// [R] position of the next token of each row
     next_pos: Vec<usize>,
 }
 
-impl CausalState {
-    pub fn reorder(&mut self, idx: &[usize]) {
-        let per = self
-            .k
-            .first()
-            .map(|k| k.len() / self.rows.max(1))
-            .unwrap_or(0);
-        for cache in self.k.iter_mut().chain(self.v.iter_mut()) {
-            let mut next = vec![0f32; idx.len() * per];
-            for (r, &src) in idx.iter().enumerate() {
-                next[r * per..(r + 1) * per].copy_from_slice(&cache[src * per..(src + 1) * per]);
-            }
-            *cache = next;
-        }
-        let cap = self.cap;
-        self.mask = idx
-            .iter()
-            .flat_map(|&i| self.mask[i * cap..(i + 1) * cap].to_vec())
-            .collect();
-        self.next_pos = idx.iter().map(|&i| self.next_pos[i]).collect();
-        self.rows = idx.len();
-    }
-}
-
 /// Largest K/V cache `generate` allocates (f32 keys and values, all layers).
 const MAX_CACHE_BYTES: u64 = 1 << 38;
 
-impl Llama {
-    pub fn load(config: LlamaConfig, ck: &Checkpoint) -> Result<Self> {
-        let family = config.family().map_err(|m| Error::config(ck.path(), m))?;
-        let c = &config;
+/// Reads tensors by their Hugging Face names, makes them resident on a backend and counts
+/// them (`num_parameters`, `quantized_matrices`).
+struct Loader<'a, B> {
+    b: &'a B,
+    ck: &'a Checkpoint,
+    params: usize,
+    quantized: usize,
+}
+
+impl<'a, B: Backend> Loader<'a, B> {
+    fn new(b: &'a B, ck: &'a Checkpoint) -> Self {
+        Loader {
+            b,
+            ck,
+            params: 0,
+            quantized: 0,
+        }
+    }
+
+    /// The bitsandbytes 4-bit weight `name` (`dsum-cli nf4 quantize`, or transformers'
+    /// `load_in_4bit` save) if the checkpoint has one, checked against `shape`.
+    fn nf4(&self, name: &str, shape: &[usize]) -> Result<Option<Nf4Tensor>> {
+        if !self.ck.contains(&format!("{name}{QUANT_STATE_SUFFIX}")) {
+            return Ok(None);
+        }
+        let t = from_bnb(self.ck, name)?;
+        if t.shape() != shape {
+            return Err(Error::Tensor {
+                path: self.ck.path().to_string(),
+                name: name.to_string(),
+                message: format!("expected shape {shape:?}, found {:?}", t.shape()),
+            });
+        }
+        Ok(Some(t))
+    }
+
+    /// A vector [len] (norm weight, bias) on the host; an NF4 one is dequantized.
+    fn host_vector(&self, name: &str, len: usize) -> Result<Weight> {
+        match self.nf4(name, &[len])? {
+            Some(t) => Ok(Weight::from_vec(vec![len], t.dequantize())),
+            None => self.ck.get(name, &[len]),
+        }
+    }
+
+    fn vector(&mut self, name: &str, len: usize) -> Result<B::Tensor> {
+        let w = self.host_vector(name, len)?;
+        self.params += w.len();
+        self.b.upload(&w)
+    }
+
+    /// `{name}.weight` [out, inp] and, with `bias`, `{name}.bias` [out].
+    fn linear(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> Result<B::Linear> {
+        self.linear_as(name, out, inp, bias, false)
+    }
+
+    /// The embedding table `{name}.weight` [V, C]: read by rows, so an NF4 table is
+    /// dequantized here (GGUF rows decode one at a time).
+    fn table(&mut self, name: &str, v: usize, c: usize) -> Result<B::Linear> {
+        self.linear_as(name, v, c, false, true)
+    }
+
+    fn linear_as(
+        &mut self,
+        name: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+        by_rows: bool,
+    ) -> Result<B::Linear> {
+        let wname = format!("{name}.weight");
+        let shape = [out, inp];
+        let w = match self.nf4(&wname, &shape)? {
+            Some(t) if by_rows => {
+                let dense = Weight::from_vec(shape.to_vec(), t.dequantize());
+                HostLinear::Dense(LinearWeight::F32(dense))
+            }
+            Some(t) => HostLinear::Nf4(t),
+            None => HostLinear::Dense(self.ck.get_linear(&wname, &shape)?),
+        };
+        let b = if bias {
+            Some(self.host_vector(&format!("{name}.bias"), out)?)
+        } else {
+            None
+        };
+        self.params += out * inp + b.as_ref().map_or(0, |b| b.len());
+        self.quantized += w.is_quantized() as usize;
+        self.b.upload_linear(w, b)
+    }
+
+    fn weights(&mut self, c: &LlamaConfig, family: Family) -> Result<Weights<B>> {
         let (hs, v, f) = (c.hidden_size, c.vocab_size, c.intermediate_size);
         let (h, kv, dh) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
         let qkv_bias = family == Family::Qwen2 || c.attention_bias;
+        let qwen3 = family == Family::Qwen3;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            let norm = |n: &str, d: usize| ck.get(&format!("{p}.{n}.weight"), &[d]);
+            let a = format!("{p}.self_attn");
+            let m = format!("{p}.mlp");
             layers.push(Layer {
-                input_layernorm: norm("input_layernorm", hs)?,
-                q: Proj::load(ck, &format!("{p}.self_attn.q_proj"), h * dh, hs, qkv_bias)?,
-                k: Proj::load(ck, &format!("{p}.self_attn.k_proj"), kv * dh, hs, qkv_bias)?,
-                v: Proj::load(ck, &format!("{p}.self_attn.v_proj"), kv * dh, hs, qkv_bias)?,
-                o: Proj::load(
-                    ck,
-                    &format!("{p}.self_attn.o_proj"),
-                    hs,
-                    h * dh,
-                    c.attention_bias,
-                )?,
-                q_norm: if family == Family::Qwen3 {
-                    Some(norm("self_attn.q_norm", dh)?)
-                } else {
-                    None
+                input_layernorm: self.vector(&format!("{p}.input_layernorm.weight"), hs)?,
+                q: self.linear(&format!("{a}.q_proj"), h * dh, hs, qkv_bias)?,
+                k: self.linear(&format!("{a}.k_proj"), kv * dh, hs, qkv_bias)?,
+                v: self.linear(&format!("{a}.v_proj"), kv * dh, hs, qkv_bias)?,
+                o: self.linear(&format!("{a}.o_proj"), hs, h * dh, c.attention_bias)?,
+                q_norm: match qwen3 {
+                    true => Some(self.vector(&format!("{a}.q_norm.weight"), dh)?),
+                    false => None,
                 },
-                k_norm: if family == Family::Qwen3 {
-                    Some(norm("self_attn.k_norm", dh)?)
-                } else {
-                    None
+                k_norm: match qwen3 {
+                    true => Some(self.vector(&format!("{a}.k_norm.weight"), dh)?),
+                    false => None,
                 },
-                post_attention_layernorm: norm("post_attention_layernorm", hs)?,
-                gate: Proj::load(ck, &format!("{p}.mlp.gate_proj"), f, hs, false)?,
-                up: Proj::load(ck, &format!("{p}.mlp.up_proj"), f, hs, false)?,
-                down: Proj::load(ck, &format!("{p}.mlp.down_proj"), hs, f, false)?,
+                post_attention_layernorm: self
+                    .vector(&format!("{p}.post_attention_layernorm.weight"), hs)?,
+                gate: self.linear(&format!("{m}.gate_proj"), f, hs, false)?,
+                up: self.linear(&format!("{m}.up_proj"), f, hs, false)?,
+                down: self.linear(&format!("{m}.down_proj"), hs, f, false)?,
             });
         }
-        let lm_head = if c.tie_word_embeddings && !ck.contains("lm_head.weight") {
+        let lm_head = if c.tie_word_embeddings && !self.ck.contains("lm_head.weight") {
             None
         } else {
-            Some(ck.get_linear("lm_head.weight", &[v, hs])?)
+            Some(self.linear("lm_head", v, hs, false)?)
         };
+        Ok(Weights {
+            embed: self.table("model.embed_tokens", v, hs)?,
+            norm: self.vector("model.norm.weight", hs)?,
+            lm_head,
+            inv_freq: self
+                .b
+                .upload(&inv_freq(dh, c.rope_theta, c.rope_scaling.as_ref())?)?,
+            layers,
+        })
+    }
+}
+
+/// The new tokens of one forward call, as every backend sees them.
+struct Step<'a> {
+    /// [R, T]
+    ids: &'a [u32],
+    /// [R*T] rope position of each new token
+    pos: &'a [usize],
+    /// [R, cap]
+    mask: &'a [bool],
+    rows: usize,
+    t: usize,
+    cap: usize,
+    past: usize,
+    all_positions: bool,
+}
+
+impl Llama {
+    /// Load on the CPU (weights stay borrowed from the checkpoint).
+    pub fn load(config: LlamaConfig, ck: &Checkpoint) -> Result<Self> {
+        let family = config.family().map_err(|m| Error::config(ck.path(), m))?;
+        let mut l = Loader::new(&Cpu, ck);
+        let w = l.weights(&config, family)?;
+        let counts = (l.params, l.quantized);
+        Self::assemble(config, family, counts, Engine::Cpu(Box::new(w)))
+    }
+
+    /// Load on `device` (a CUDA device with its default settings: TF32 off).
+    pub fn load_on(config: LlamaConfig, ck: &Checkpoint, device: Device) -> Result<Self> {
+        match device {
+            Device::Cpu => Self::load(config, ck),
+            Device::Cuda(n) => Self::load_cuda(config, ck, Cuda::open(n)?),
+        }
+    }
+
+    /// Load onto an opened CUDA device: every weight is uploaded once, here.
+    pub fn load_cuda(config: LlamaConfig, ck: &Checkpoint, cuda: Cuda) -> Result<Self> {
+        let family = config.family().map_err(|m| Error::config(ck.path(), m))?;
+        let mut l = Loader::new(&cuda, ck);
+        let w = l.weights(&config, family)?;
+        let counts = (l.params, l.quantized);
+        Self::assemble(config, family, counts, Engine::Cuda(Box::new((cuda, w))))
+    }
+
+    fn assemble(
+        config: LlamaConfig,
+        family: Family,
+        (params, quantized): (usize, usize),
+        engine: Engine,
+    ) -> Result<Self> {
         Ok(Llama {
             family,
-            act: Activation::from_name(&c.hidden_act)?,
-            embed: ck.get_linear("model.embed_tokens.weight", &[v, hs])?,
-            norm: ck.get("model.norm.weight", &[hs])?,
-            lm_head,
-            inv_freq: inv_freq(dh, c.rope_theta, c.rope_scaling.as_ref())?,
-            layers,
+            act: Activation::from_name(&config.hidden_act)?,
+            params,
+            quantized,
+            engine,
             config,
         })
+    }
+
+    /// Where this model computes.
+    pub fn device(&self) -> Device {
+        match &self.engine {
+            Engine::Cpu(_) => Device::Cpu,
+            Engine::Cuda(e) => e.0.device(),
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
         self.config.vocab_size
     }
 
-    /// How many weight matrices are read quantized (`ops::qmatmul`) rather than as f32.
+    /// How many weight matrices are kept quantized: GGUF Q4_0 / Q4_1 / Q8_0 (read so by
+    /// `ops::qmatmul` on the CPU, dequantized at upload on CUDA) and bitsandbytes NF4 linear
+    /// weights (fused NF4 matmuls on both).
     pub fn quantized_matrices(&self) -> usize {
-        let layers: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
-                    .iter()
-                    .filter(|p| p.w.is_quantized())
-                    .count()
-            })
-            .sum();
-        layers
-            + self.embed.is_quantized() as usize
-            + self.lm_head.as_ref().is_some_and(|w| w.is_quantized()) as usize
+        self.quantized
     }
 
     /// Parameters as `sum(p.numel() for p in model.parameters())` counts them (tied once).
     pub fn num_parameters(&self) -> usize {
-        let per_layer: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                let proj = |p: &Proj| p.w.numel() + p.b.as_ref().map_or(0, |b| b.len());
-                l.input_layernorm.len()
-                    + l.post_attention_layernorm.len()
-                    + [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
-                        .iter()
-                        .map(|p| proj(p))
-                        .sum::<usize>()
-                    + l.q_norm.as_ref().map_or(0, |w| w.len())
-                    + l.k_norm.as_ref().map_or(0, |w| w.len())
-            })
-            .sum();
-        self.embed.numel()
-            + self.lm_head.as_ref().map_or(0, |w| w.numel())
-            + self.norm.len()
-            + per_layer
+        self.params
     }
 
     /// Empty caches for `masks.len()` rows of equal padded length; `masks[r][j]` is false for
     /// left padding. `cap` bounds the total length (prompt + new tokens).
-    pub fn start(&self, masks: &[Vec<bool>], cap: usize) -> CausalState {
-        let c = &self.config;
+    pub fn start(&self, masks: &[Vec<bool>], cap: usize) -> Result<CausalState> {
         let rows = masks.len();
-        let per = c.kv_heads() * cap * c.head_dim();
         let mut mask = vec![true; rows * cap];
         for (r, m) in masks.iter().enumerate() {
             mask[r * cap..r * cap + m.len().min(cap)].copy_from_slice(&m[..m.len().min(cap)]);
         }
-        CausalState {
+        let caches = match &self.engine {
+            Engine::Cpu(_) => Caches::Cpu(self.caches(&Cpu, rows, cap)?),
+            Engine::Cuda(e) => Caches::Cuda(self.caches(&e.0, rows, cap)?),
+        };
+        Ok(CausalState {
             rows,
             cap,
             len: 0,
-            k: vec![vec![0f32; rows * per]; c.num_hidden_layers],
-            v: vec![vec![0f32; rows * per]; c.num_hidden_layers],
+            caches,
             mask,
             next_pos: vec![0; rows],
-        }
+        })
+    }
+
+    fn caches<B: Backend>(&self, b: &B, rows: usize, cap: usize) -> Result<Vec<B::KvCache>> {
+        let c = &self.config;
+        (0..c.num_hidden_layers)
+            .map(|_| b.kv_cache(rows, c.kv_heads(), cap, c.head_dim()))
+            .collect()
+    }
+
+    /// New row r of `st` continues its old row `idx[r]` (beam search).
+    pub fn reorder(&self, st: &mut CausalState, idx: &[usize]) -> Result<()> {
+        match (&self.engine, &mut st.caches) {
+            (Engine::Cpu(_), Caches::Cpu(kv)) => {
+                kv.iter_mut().try_for_each(|c| Cpu.reorder(c, idx))
+            }
+            (Engine::Cuda(e), Caches::Cuda(kv)) => {
+                kv.iter_mut().try_for_each(|c| e.0.reorder(c, idx))
+            }
+            _ => Err(other_device()),
+        }?;
+        let cap = st.cap;
+        st.mask = idx
+            .iter()
+            .flat_map(|&i| st.mask[i * cap..(i + 1) * cap].to_vec())
+            .collect();
+        st.next_pos = idx.iter().map(|&i| st.next_pos[i]).collect();
+        st.rows = idx.len();
+        Ok(())
     }
 
     /// Run T new tokens per row (ids [R, T]); logits [R, T, V] if `all_positions`, else the
@@ -345,12 +471,6 @@ impl Llama {
         all_positions: bool,
     ) -> Result<Vec<f32>> {
         let c = &self.config;
-        let (hs, h, kv, dh) = (
-            c.hidden_size,
-            c.num_attention_heads,
-            c.kv_heads(),
-            c.head_dim(),
-        );
         let (r, cap, past) = (st.rows, st.cap, st.len);
         if ids.len() != r * t {
             return Err(Error::Generation(
@@ -363,9 +483,14 @@ impl Llama {
                 past + t
             )));
         }
-        let n = r * t;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+            return Err(Error::Generation(format!(
+                "token id {id} is outside the vocabulary ({})",
+                c.vocab_size
+            )));
+        }
         // Positions: real tokens count from 0; padding gets 1, as transformers' generate sets.
-        let mut pos = vec![0usize; n];
+        let mut pos = vec![0usize; r * t];
         for ri in 0..r {
             for ti in 0..t {
                 let real = st.mask[ri * cap + past + ti];
@@ -375,100 +500,82 @@ impl Llama {
                 }
             }
         }
-        let mut x = vec![0f32; n * hs];
-        for (i, &id) in ids.iter().enumerate() {
-            let id = id as usize;
-            if id >= c.vocab_size {
-                return Err(Error::Generation(format!(
-                    "token id {id} is outside the vocabulary ({})",
-                    c.vocab_size
-                )));
-            }
-            self.embed.row_into(id, &mut x[i * hs..(i + 1) * hs]);
-        }
-        let scale = (dh as f32).powf(-0.5);
-        let mut xn = vec![0f32; n * hs];
-        for (li, l) in self.layers.iter().enumerate() {
-            xn.copy_from_slice(&x);
-            rmsnorm_inplace(&mut xn, &l.input_layernorm, hs, c.rms_norm_eps);
-            let mut q = l.q.forward(&xn, n);
-            let mut k = l.k.forward(&xn, n);
-            let vv = l.v.forward(&xn, n);
-            for i in 0..n {
-                for hi in 0..h {
-                    let qh = &mut q[(i * h + hi) * dh..(i * h + hi + 1) * dh];
-                    if let Some(w) = &l.q_norm {
-                        rmsnorm_inplace(qh, w, dh, c.rms_norm_eps);
-                    }
-                    rope_forward(qh, &self.inv_freq, pos[i]);
-                }
-                for hi in 0..kv {
-                    let kh = &mut k[(i * kv + hi) * dh..(i * kv + hi + 1) * dh];
-                    if let Some(w) = &l.k_norm {
-                        rmsnorm_inplace(kh, w, dh, c.rms_norm_eps);
-                    }
-                    rope_forward(kh, &self.inv_freq, pos[i]);
-                }
-            }
-            let mut att = vec![0f32; n * h * dh];
-            let per = kv * cap * dh;
-            for ri in 0..r {
-                for ti in 0..t {
-                    let i = ri * t + ti;
-                    for g in 0..kv {
-                        let dst = ri * per + (g * cap + past + ti) * dh;
-                        st.k[li][dst..dst + dh]
-                            .copy_from_slice(&k[(i * kv + g) * dh..(i * kv + g + 1) * dh]);
-                        st.v[li][dst..dst + dh]
-                            .copy_from_slice(&vv[(i * kv + g) * dh..(i * kv + g + 1) * dh]);
-                    }
-                }
-                let shape = AttnShape {
-                    t,
-                    h,
-                    kv_h: kv,
-                    dh,
-                    cap,
-                    len: past + t,
-                };
-                attention_forward(
-                    &mut att[ri * t * h * dh..(ri + 1) * t * h * dh],
-                    &q[ri * t * h * dh..(ri + 1) * t * h * dh],
-                    &st.k[li][ri * per..(ri + 1) * per],
-                    &st.v[li][ri * per..(ri + 1) * per],
-                    &shape,
-                    Some(past),
-                    Some(&st.mask[ri * cap..ri * cap + past + t]),
-                    scale,
-                );
-            }
-            let o = l.o.forward(&att, n);
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-            xn.copy_from_slice(&x);
-            rmsnorm_inplace(&mut xn, &l.post_attention_layernorm, hs, c.rms_norm_eps);
-            let mut gate = l.gate.forward(&xn, n);
-            let up = l.up.forward(&xn, n);
-            self.act.forward_inplace(&mut gate);
-            gate.iter_mut().zip(&up).for_each(|(g, u)| *g *= u);
-            let d = l.down.forward(&gate, n);
-            x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
-        }
-        st.len += t;
-        let mut hidden: Vec<f32> = if all_positions || t == 1 {
-            x
-        } else {
-            (0..r)
-                .flat_map(|ri| x[(ri * t + t - 1) * hs..(ri * t + t) * hs].to_vec())
-                .collect()
+        let step = Step {
+            ids,
+            pos: &pos,
+            mask: &st.mask,
+            rows: r,
+            t,
+            cap,
+            past,
+            all_positions,
         };
-        rmsnorm_inplace(&mut hidden, &self.norm, hs, c.rms_norm_eps);
-        let m = hidden.len() / hs;
-        let mut logits = vec![0f32; m * c.vocab_size];
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        head.forward(&mut logits, &hidden, None, m);
+        let logits = match (&self.engine, &mut st.caches) {
+            (Engine::Cpu(w), Caches::Cpu(kv)) => self.forward_on(&Cpu, w, kv, &step),
+            (Engine::Cuda(e), Caches::Cuda(kv)) => self.forward_on(&e.0, &e.1, kv, &step),
+            _ => Err(other_device()),
+        }?;
+        st.len += t;
         Ok(logits)
     }
 
+    /// The forward pass itself, the same code on every backend.
+    fn forward_on<B: Backend>(
+        &self,
+        b: &B,
+        w: &Weights<B>,
+        caches: &mut [B::KvCache],
+        s: &Step,
+    ) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let (hs, h, kv, dh) = (
+            c.hidden_size,
+            c.num_attention_heads,
+            c.kv_heads(),
+            c.head_dim(),
+        );
+        let eps = c.rms_norm_eps;
+        let n = s.rows * s.t;
+        let inputs = b.inputs(s.pos, s.mask)?;
+        let shape = AttnShape {
+            t: s.t,
+            h,
+            kv_h: kv,
+            dh,
+            cap: s.cap,
+            len: s.past + s.t,
+        };
+        let scale = (dh as f32).powf(-0.5);
+        let mut x = b.embedding(&w.embed, s.ids, hs)?; // [N, C]
+        for (l, cache) in w.layers.iter().zip(caches.iter_mut()) {
+            // x += o(attention(rope(q(xn)), rope(k(xn)), v(xn))), xn = rmsnorm(x)
+            let xn = b.rmsnorm(&x, &l.input_layernorm, hs, eps)?;
+            let mut q = b.linear(&xn, &l.q, n)?; // [N, H*dh]
+            let mut k = b.linear(&xn, &l.k, n)?; // [N, KV*dh]
+            let v = b.linear(&xn, &l.v, n)?; // [N, KV*dh]
+            b.head_norm_rope(&mut q, l.q_norm.as_ref(), &w.inv_freq, &inputs, h, dh, eps)?;
+            b.head_norm_rope(&mut k, l.k_norm.as_ref(), &w.inv_freq, &inputs, kv, dh, eps)?;
+            b.kv_write(cache, &k, &v, s.t, s.past)?;
+            let att = b.attention(&q, cache, &inputs, &shape, s.past, scale)?; // [N, H*dh]
+            let o = b.linear(&att, &l.o, n)?;
+            b.add(&mut x, &o)?;
+            // x += down(act(gate(xn)) * up(xn)), xn = rmsnorm(x)
+            let xn = b.rmsnorm(&x, &l.post_attention_layernorm, hs, eps)?;
+            let mut gate = b.linear(&xn, &l.gate, n)?; // [N, F]
+            let up = b.linear(&xn, &l.up, n)?;
+            b.glu(&mut gate, &up, self.act)?;
+            let d = b.linear(&gate, &l.down, n)?;
+            b.add(&mut x, &d)?;
+        }
+        let (hidden, m) = if s.all_positions {
+            (x, n)
+        } else {
+            (b.last_positions(x, s.rows, s.t, hs)?, s.rows)
+        };
+        let hidden = b.rmsnorm(&hidden, &w.norm, hs, eps)?;
+        let logits = b.linear(&hidden, w.lm_head.as_ref().unwrap_or(&w.embed), m)?; // [M, V]
+        b.to_host(logits)
+    }
     /// transformers' `generate` for unpadded prompts: left-pads with `pad`, returns per prompt
     /// its hypotheses with the prompt removed (new tokens only).
     pub fn generate(
@@ -536,7 +643,7 @@ impl Llama {
                 MAX_CACHE_BYTES >> 30
             )));
         }
-        let state = self.start(&row_masks, cap);
+        let state = self.start(&row_masks, cap)?;
         let mut stepper = LlamaStepper { model: self, state };
         let out = crate::generation::run_streaming(&mut stepper, &cfg, padded, on_token)?;
         Ok(out
@@ -571,7 +678,11 @@ impl StepDecoder for LlamaStepper<'_> {
     fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         self.model.forward(&mut self.state, tokens, 1, false)
     }
-    fn reorder(&mut self, idx: &[usize]) {
-        self.state.reorder(idx)
+    fn reorder(&mut self, idx: &[usize]) -> Result<()> {
+        self.model.reorder(&mut self.state, idx)
     }
+}
+
+fn other_device() -> Error {
+    Error::Generation("this state was started by a model on another device".into())
 }
