@@ -137,8 +137,9 @@ pub fn attention_loop(
 /// the two products of every head go through `gemm`.
 const GEMM_MIN_T: usize = 16;
 
-/// Same computation as the loop version, per head: scores = q·kᵀ (gemm), mask, softmax,
-/// out = p·v (gemm, written straight into the interleaved `[T, H*dh]` output).
+/// Same computation as the loop version, per head: scores = q·kᵀ, mask, softmax, out = p·v,
+/// the two products through `gemm`, or in the browser (wasm32 + simd128, which `gemm` has no
+/// kernel for) through `packed_gemm`.
 #[allow(clippy::too_many_arguments)]
 fn attention_gemm(
     out: &mut [f32],
@@ -149,6 +150,46 @@ fn attention_gemm(
     causal_past: Option<usize>,
     key_mask: Option<&[bool]>,
     scale: f32,
+) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    let (scores, values): (ScoresFn, ValuesFn) = (
+        scores_packed::<super::packed_gemm::Simd128>,
+        values_packed::<super::packed_gemm::Simd128>,
+    );
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    let (scores, values): (ScoresFn, ValuesFn) = (scores_gemm, values_gemm);
+    attention_heads(
+        out,
+        q,
+        k,
+        v,
+        s,
+        causal_past,
+        key_mask,
+        scale,
+        scores,
+        values,
+    );
+}
+
+/// p[t, len] = scale · q_h · k_hᵀ, with q_h the dh columns of head `hi` in q's rows of
+/// stride c and k_h `[len, dh]`.
+type ScoresFn = fn(&mut [f32], &[f32], usize, usize, &[f32], usize, usize, usize, f32);
+/// o[t, dh] = p[t, len] · v_h[len, dh].
+type ValuesFn = fn(&mut [f32], &[f32], &[f32], usize, usize, usize);
+
+#[allow(clippy::too_many_arguments)]
+fn attention_heads(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    s: &AttnShape,
+    causal_past: Option<usize>,
+    key_mask: Option<&[bool]>,
+    scale: f32,
+    scores: ScoresFn,
+    values: ValuesFn,
 ) {
     let AttnShape {
         t,
@@ -165,31 +206,7 @@ fn attention_gemm(
         let kh = &k[g * cap * dh..g * cap * dh + len * dh];
         let vh = &v[g * cap * dh..g * cap * dh + len * dh];
         let mut p = vec![0f32; t * len];
-        // SAFETY: q holds T rows of stride c with dh values at offset hi*dh; kh is [len, dh];
-        // p is [t, len] — every index stays inside those slices.
-        unsafe {
-            gemm::gemm(
-                t,
-                len,
-                dh,
-                p.as_mut_ptr(),
-                1,
-                len as isize,
-                false,
-                q.as_ptr().add(hi * dh),
-                1,
-                c as isize,
-                kh.as_ptr(),
-                dh as isize,
-                1,
-                0.0,
-                scale,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        scores(&mut p, q, hi, c, kh, t, len, dh, scale);
         for ti in 0..t {
             let row = &mut p[ti * len..(ti + 1) * len];
             let visible = causal_past
@@ -203,30 +220,7 @@ fn attention_gemm(
             softmax_inplace(row);
         }
         let mut o = vec![0f32; t * dh];
-        // SAFETY: p is [t, len], vh is [len, dh], o is [t, dh].
-        unsafe {
-            gemm::gemm(
-                t,
-                dh,
-                len,
-                o.as_mut_ptr(),
-                1,
-                dh as isize,
-                false,
-                p.as_ptr(),
-                1,
-                len as isize,
-                vh.as_ptr(),
-                1,
-                dh as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        values(&mut o, &p, vh, t, len, dh);
         o
     };
     #[cfg(feature = "rayon")]
@@ -242,6 +236,125 @@ fn attention_gemm(
                 .copy_from_slice(&o[ti * dh..(ti + 1) * dh]);
         }
     }
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[allow(clippy::too_many_arguments)]
+fn scores_gemm(
+    p: &mut [f32],
+    q: &[f32],
+    hi: usize,
+    c: usize,
+    kh: &[f32],
+    t: usize,
+    len: usize,
+    dh: usize,
+    scale: f32,
+) {
+    assert!(p.len() == t * len && kh.len() == len * dh && (t - 1) * c + (hi + 1) * dh <= q.len());
+    // SAFETY: q holds T rows of stride c with dh values at offset hi*dh; kh is [len, dh];
+    // p is [t, len] — every index stays inside those slices.
+    unsafe {
+        gemm::gemm(
+            t,
+            len,
+            dh,
+            p.as_mut_ptr(),
+            1,
+            len as isize,
+            false,
+            q.as_ptr().add(hi * dh),
+            1,
+            c as isize,
+            kh.as_ptr(),
+            dh as isize,
+            1,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn values_gemm(o: &mut [f32], p: &[f32], vh: &[f32], t: usize, len: usize, dh: usize) {
+    assert!(o.len() == t * dh && p.len() == t * len && vh.len() == len * dh);
+    // SAFETY: p is [t, len], vh is [len, dh], o is [t, dh].
+    unsafe {
+        gemm::gemm(
+            t,
+            dh,
+            len,
+            o.as_mut_ptr(),
+            1,
+            dh as isize,
+            false,
+            p.as_ptr(),
+            1,
+            len as isize,
+            vh.as_ptr(),
+            1,
+            dh as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// [`ScoresFn`] through `packed_gemm`: q_h copied to `[t, dh]`, k_h packed as the weight.
+#[cfg(any(test, all(target_arch = "wasm32", target_feature = "simd128")))]
+#[allow(clippy::too_many_arguments)]
+fn scores_packed<V: super::packed_gemm::F32x4>(
+    p: &mut [f32],
+    q: &[f32],
+    hi: usize,
+    c: usize,
+    kh: &[f32],
+    t: usize,
+    len: usize,
+    dh: usize,
+    scale: f32,
+) {
+    use super::packed_gemm::{gemm_packed, pack_rows, packed_len};
+    let qh: Vec<f32> = (0..t)
+        .flat_map(|ti| &q[ti * c + hi * dh..ti * c + (hi + 1) * dh])
+        .copied()
+        .collect();
+    let mut panels = vec![0f32; packed_len(len, dh)];
+    pack_rows(&mut panels, len, dh, |j, row| {
+        row.copy_from_slice(&kh[j * dh..(j + 1) * dh])
+    });
+    p.fill(0.0);
+    gemm_packed::<V>(p, len, &qh, &panels, t, dh, len);
+    p.iter_mut().for_each(|x| *x *= scale);
+}
+
+/// [`ValuesFn`] through `packed_gemm`: the columns of v_h packed as the weight's rows.
+#[cfg(any(test, all(target_arch = "wasm32", target_feature = "simd128")))]
+fn values_packed<V: super::packed_gemm::F32x4>(
+    o: &mut [f32],
+    p: &[f32],
+    vh: &[f32],
+    t: usize,
+    len: usize,
+    dh: usize,
+) {
+    use super::packed_gemm::{gemm_packed, pack_rows, packed_len};
+    let mut panels = vec![0f32; packed_len(dh, len)];
+    pack_rows(&mut panels, dh, len, |j, row| {
+        row.iter_mut()
+            .enumerate()
+            .for_each(|(r, x)| *x = vh[r * dh + j])
+    });
+    o.fill(0.0);
+    gemm_packed::<V>(o, dh, p, &panels, t, len, dh);
 }
 
 #[cfg(test)]
@@ -270,6 +383,14 @@ mod tests {
             attention_loop(&mut a, &q, &k, &v, &s, past, Some(&mask), 0.7);
             attention_gemm(&mut b, &q, &k, &v, &s, past, Some(&mask), 0.7);
             for (x, y) in a.iter().zip(&b) {
+                prop_assert!((x - y).abs() <= 1e-5, "{x} vs {y}");
+            }
+            // The browser's products, through the portable twin of their simd128 kernel.
+            use crate::ops::packed_gemm::Portable;
+            let mut w = vec![0f32; t * h * dh];
+            attention_heads(&mut w, &q, &k, &v, &s, past, Some(&mask), 0.7,
+                            scores_packed::<Portable>, values_packed::<Portable>);
+            for (x, y) in a.iter().zip(&w) {
                 prop_assert!((x - y).abs() <= 1e-5, "{x} vs {y}");
             }
         }

@@ -3,7 +3,8 @@
 //! Two fast paths: few rows (decoding: batch × beams) reads every weight row once and dots it
 //! with all input rows while it sits in L1 — the step is bound by memory bandwidth, and
 //! packing W for a GEMM would triple the traffic; many rows (encoder, prompts) go to the
-//! `gemm` crate. `linear_naive` is the obviously-correct reference both are tested against.
+//! `gemm` crate, or in the browser (wasm32 + simd128, which `gemm` has no kernel for) to
+//! `ops::packed_gemm`. `linear_naive` is the obviously-correct reference all are tested against.
 
 /// Rows at or below this use the weight-streaming kernel.
 const SMALL_M: usize = 16;
@@ -31,6 +32,11 @@ pub fn linear_forward(
     if m <= SMALL_M || k == 0 {
         linear_small_m(out, inp, weight, bias, m, k, n);
     } else {
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        super::packed_gemm::linear_packed::<super::packed_gemm::Simd128>(
+            out, inp, weight, bias, m, k, n,
+        );
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
         linear_gemm(out, inp, weight, bias, m, k, n);
     }
 }
@@ -56,6 +62,7 @@ pub fn linear_naive(
     }
 }
 
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 fn linear_gemm(
     out: &mut [f32],
     inp: &[f32],

@@ -10,6 +10,8 @@ pub mod embedding;
 pub(crate) mod gradcheck;
 pub mod layernorm;
 pub mod matmul;
+#[cfg(any(test, all(target_arch = "wasm32", target_feature = "simd128")))]
+pub(crate) mod packed_gemm;
 pub mod qmatmul;
 pub mod rmsnorm;
 pub mod rope;

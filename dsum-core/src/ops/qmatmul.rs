@@ -7,7 +7,8 @@
 //! no fused multiply-add) and multiplied in f32, so results differ from dequantizing at load
 //! only by summation order. Few rows (decoding): each weight row is decoded in registers and
 //! dotted with up to 4 input rows (AVX-512 or AVX2+FMA, detected at run time; a portable
-//! path otherwise). Many rows (prompts): tiles of rows are decoded and handed to `gemm`.
+//! path otherwise). Many rows (prompts): tiles of rows are decoded and handed to `gemm`, or
+//! in the browser (wasm32 + simd128) decoded into `ops::packed_gemm`'s panels.
 //! llama.cpp's Q/K row interleaving is undone by reading rows through an index map.
 //! `qlinear_naive` (dequantize, then `linear_naive`) is the reference every path is tested against.
 
@@ -200,6 +201,9 @@ pub fn qlinear_forward(out: &mut [f32], inp: &[f32], w: &QMatrix, bias: Option<&
     if m <= SMALL_M {
         qlinear_small_m(out, inp, w, bias, m, Isa::detect());
     } else {
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        qlinear_packed::<crate::ops::packed_gemm::Simd128>(out, inp, w, bias, m);
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
         qlinear_tiles(out, inp, w, bias, m);
     }
 }
@@ -326,6 +330,7 @@ fn qgemv_block(
 
 /// Many input rows: decode `TILE` weight rows at a time and multiply them with `gemm`; the
 /// decoding is paid once per tile, not once per input row.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 fn qlinear_tiles(out: &mut [f32], inp: &[f32], w: &QMatrix, bias: Option<&[f32]>, m: usize) {
     const TILE: usize = 64;
     let (n, k) = (w.rows(), w.cols());
@@ -384,6 +389,31 @@ fn qlinear_tiles(out: &mut [f32], inp: &[f32], w: &QMatrix, bias: Option<&[f32]>
                     .for_each(|(o, b)| *o += b);
             }
         }
+    }
+}
+
+/// Many input rows in the browser: the same tiles, decoded straight into the weight panels of
+/// `packed_gemm` (the `gemm` crate has no wasm SIMD kernel), each product added into its
+/// column strip of `out`.
+#[cfg(any(test, all(target_arch = "wasm32", target_feature = "simd128")))]
+fn qlinear_packed<V: crate::ops::packed_gemm::F32x4>(
+    out: &mut [f32],
+    inp: &[f32],
+    w: &QMatrix,
+    bias: Option<&[f32]>,
+    m: usize,
+) {
+    use crate::ops::packed_gemm::{fill_bias, gemm_packed, pack_rows, packed_len, NR};
+    // A multiple of NR, so a shorter last tile packs into a prefix of the buffer.
+    const TILE: usize = 8 * NR;
+    let (n, k) = (w.rows(), w.cols());
+    fill_bias(out, bias, n);
+    let mut panels = vec![0f32; packed_len(TILE.min(n), k)];
+    for j0 in (0..n).step_by(TILE) {
+        let nt = TILE.min(n - j0);
+        let panels = &mut panels[..packed_len(nt, k)];
+        pack_rows(panels, nt, k, |jj, row| w.dequantize_row(j0 + jj, row));
+        gemm_packed::<V>(&mut out[j0..], n, inp, panels, m, k, nt);
     }
 }
 
@@ -825,6 +855,25 @@ mod tests {
             let mut row = vec![0f32; k];
             lw.row_into(n - 1, &mut row);
             prop_assert_eq!(&row[..], &q.dequantize()[(n - 1) * k..]);
+        }
+
+        /// The browser's many-rows path, through the portable twin of its simd128 kernel.
+        #[test]
+        fn qlinear_packed_matches_naive(
+            t in 0usize..3, m in 1usize..40, kb in 1usize..12, n in 1usize..150,
+            permuted: bool, with_bias: bool, seed in 0u64..1000,
+        ) {
+            let (ty, k) = (TYPES[t], kb * 32);
+            let mut rng = Rng(seed);
+            let q = qmatrix(ty, n, k, permuted, &mut rng);
+            let inp: Vec<f32> = (0..m * k).map(|_| rng.f()).collect();
+            let b: Vec<f32> = (0..n).map(|_| rng.f()).collect();
+            let bias = with_bias.then_some(b.as_slice());
+            let mut want = vec![0f32; m * n];
+            qlinear_naive(&mut want, &inp, &q, bias, m);
+            let mut got = vec![f32::NAN; m * n];
+            qlinear_packed::<crate::ops::packed_gemm::Portable>(&mut got, &inp, &q, bias, m);
+            close(&got, &want, &inp, &q.dequantize(), m, k, n);
         }
     }
 }
