@@ -1,15 +1,18 @@
 //! The backend interface: `--device` parsing and the errors of a device that cannot be used,
-//! then the tiny Llama / Qwen2 / Qwen3 fixtures (tools/fixtures/make_llama_fixtures.py) run
-//! by one test body on every device this machine has (candle's pattern): the CPU always,
-//! CUDA when dsum-core is built with it and a GPU is present.
+//! then the tiny Llama / Qwen2 / Qwen3 fixtures (tools/fixtures/make_llama_fixtures.py) and
+//! BART fixtures (tools/fixtures/make_bart_fixtures.py) run by one test body on every device
+//! this machine has (candle's pattern): the CPU always, CUDA when dsum-core is built with it
+//! and a GPU is present.
 
 mod common;
 
 use common::{flat_f64, ids, tol};
 use dsum_core::backend::{Cuda, Device};
 use dsum_core::generation::GenerationConfig;
+use dsum_core::models::bart::EncoderBatch;
 use dsum_core::models::{LoadOptions, LoadedModel, Model};
 use dsum_core::Error;
+use serde_json::Value;
 use std::path::PathBuf;
 
 /// The devices to run on, saying which are skipped and why.
@@ -26,7 +29,12 @@ fn devices() -> Vec<Device> {
 }
 
 fn load(name: &str, device: Device) -> LoadedModel {
-    let dir = common::fixtures("llama").join("models").join(name);
+    load_from("llama", name, device)
+}
+
+/// Fixture model `name` of `family` (`llama`, `bart`) on `device`.
+fn load_from(family: &str, name: &str, device: Device) -> LoadedModel {
+    let dir = common::fixtures(family).join("models").join(name);
     let opts = LoadOptions {
         device,
         ..Default::default()
@@ -82,11 +90,11 @@ fn a_device_that_cannot_be_used_is_a_clear_error() {
         assert!(e.to_string().starts_with("CUDA: "), "{e}");
     } else {
         let bart = common::fixtures("bart").join("models").join("tiny-a");
-        let e = LoadedModel::load_with(&bart, opts, Ok)
-            .err()
-            .expect("BART is CPU-only");
-        assert!(matches!(e, Error::CpuOnly(_)), "{e}");
-        assert!(e.to_string().contains("use --device cpu"), "{e}");
+        let lm = LoadedModel::load_with(&bart, opts, Ok).expect("BART runs on CUDA");
+        let Model::Bart(m) = &lm.model else {
+            panic!("tiny-a is not BART")
+        };
+        assert_eq!(m.device(), Device::Cuda(0));
     }
 }
 
@@ -269,5 +277,143 @@ fn nf4_folders_match_their_dequantized_weights_on_every_device() {
             eprintln!("{name} NF4 vs dequantized on {device}: worst relative diff {worst:.1e}");
             assert!(worst < 1e-4, "{name} on {device}: {worst}");
         }
+    }
+}
+
+/// The recorded rows of a BART case (right-padded, as the tokenizer pads) as one batch.
+fn bart_batch(rows: &[Value]) -> EncoderBatch {
+    let s = rows[0]["input_ids"].as_array().unwrap().len();
+    let mut all = Vec::new();
+    let mut mask = Vec::new();
+    for r in rows {
+        all.extend(ids(&r["input_ids"]));
+        let m = r["attention_mask"].as_array().unwrap();
+        mask.extend(m.iter().map(|x| x.as_u64() == Some(1)));
+    }
+    EncoderBatch {
+        b: rows.len(),
+        s,
+        ids: all,
+        mask,
+    }
+}
+
+fn bart(lm: &LoadedModel) -> &dsum_core::models::bart::Bart {
+    match &lm.model {
+        Model::Bart(b) => b,
+        _ => panic!("{} is not a BART model", lm.dir.display()),
+    }
+}
+
+#[test]
+fn bart_fixture_logits_match_transformers_on_every_device() {
+    let cases = common::load_json("bart", "logits_cases.json");
+    for device in devices() {
+        for c in cases.as_array().unwrap() {
+            let name = c["model"].as_str().unwrap();
+            let lm = load_from("bart", name, device);
+            let m = bart(&lm);
+            assert_eq!(m.device(), device);
+            let rows: Vec<Value> = c["input_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(c["attention_mask"].as_array().unwrap())
+                .map(|(i, a)| serde_json::json!({"input_ids": i, "attention_mask": a}))
+                .collect();
+            let e = bart_batch(&rows);
+            let dec: Vec<Vec<u32>> = c["decoder_input_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(ids)
+                .collect();
+            let t = dec[0].len();
+            let err = &c["ref_f32_error"];
+            let enc = m.encode(&e.ids, &e.mask, e.b, e.s).unwrap();
+            let mut want = Vec::new();
+            flat_f64(&c["encoder_last_hidden_state"], &mut want);
+            common::check_close(
+                &enc.hidden,
+                &want,
+                &|_| true,
+                tol(err["encoder_last_hidden_state"].as_f64()),
+                &format!("{name} encoder hidden on {device}"),
+            );
+            let logits = m
+                .forward(&e.ids, &e.mask, e.b, e.s, &dec.concat(), t)
+                .unwrap();
+            let mut want = Vec::new();
+            flat_f64(&c["logits"], &mut want);
+            common::check_close(
+                &logits,
+                &want,
+                &|_| true,
+                tol(err["logits"].as_f64()),
+                &format!("{name} logits on {device}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn bart_fixture_generation_matches_transformers_on_every_device() {
+    let cases = common::load_json("bart", "generate_cases.json");
+    let cases = cases.as_array().unwrap();
+    assert!(cases.len() >= 20);
+    for device in devices() {
+        let mut models = std::collections::HashMap::new();
+        let mut failures = Vec::new();
+        for c in cases {
+            let name = c["name"].as_str().unwrap();
+            let model = c["model"].as_str().unwrap();
+            let lm = models
+                .entry(model.to_string())
+                .or_insert_with(|| load_from("bart", model, device));
+            let mut gen: GenerationConfig = lm.generation.clone();
+            gen.apply_json(&c["kwargs"], name).unwrap();
+            let user_max = c["kwargs"].get("max_length").is_some();
+            let out = bart(lm)
+                .generate(&bart_batch(c["rows"].as_array().unwrap()), &gen, user_max)
+                .unwrap_or_else(|e| panic!("{name} on {device}: {e}"));
+            for (ri, (hyps, exp)) in out
+                .iter()
+                .zip(c["expected"].as_array().unwrap())
+                .enumerate()
+            {
+                let want: Vec<Vec<u32>> = exp["sequences"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(ids)
+                    .collect();
+                let got: Vec<Vec<u32>> = hyps.iter().map(|h| h.tokens.clone()).collect();
+                if got != want {
+                    failures.push(format!("{name}: row {ri}\n  got  {got:?}\n  want {want:?}"));
+                    continue;
+                }
+                if let Some(scores) = exp["sequence_scores"].as_array() {
+                    let errs = exp["score_f32_error"].as_array();
+                    for (i, (h, s)) in hyps.iter().zip(scores).enumerate() {
+                        let (g, w) = (h.score.unwrap() as f64, s.as_f64().unwrap());
+                        let t = tol(errs.and_then(|e| e.get(i)).and_then(|x| x.as_f64()));
+                        if (g - w).abs() > t {
+                            failures.push(format!("{name}: row {ri} score {g} vs {w}"));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{device}: {} of {} BART cases differ:\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n")
+        );
+        eprintln!(
+            "{device}: {} BART generation cases match transformers",
+            cases.len()
+        );
     }
 }

@@ -5,6 +5,7 @@ use super::{Backend, Device, HostLinear};
 use crate::error::{Error, Result};
 use crate::ops::activation::Activation;
 use crate::ops::attention::{attention_forward, AttnShape};
+use crate::ops::layernorm::layernorm_inplace;
 use crate::ops::rmsnorm::rmsnorm_inplace;
 use crate::ops::rope::rope_forward;
 use crate::tensor::Weight;
@@ -186,8 +187,63 @@ impl Backend for Cpu {
         Ok(out)
     }
 
+    fn cross_attention(
+        &self,
+        q: &Vec<f32>,
+        kv: &CpuKv,
+        inp: &CpuInputs,
+        items: &[usize],
+        s: &AttnShape,
+        scale: f32,
+    ) -> Result<Vec<f32>> {
+        if items.iter().any(|&i| i >= kv.rows) {
+            return Err(Error::Generation(
+                "cross-attention row refers to a missing sequence".into(),
+            ));
+        }
+        let cap = kv.cap;
+        let per = kv.kv_heads * cap * kv.dh;
+        let row = s.t * s.h * s.dh;
+        let mut out = vec![0f32; items.len() * row];
+        for (ri, &bi) in items.iter().enumerate() {
+            attention_forward(
+                &mut out[ri * row..(ri + 1) * row],
+                &q[ri * row..(ri + 1) * row],
+                &kv.k[bi * per..(bi + 1) * per],
+                &kv.v[bi * per..(bi + 1) * per],
+                s,
+                None,
+                Some(&inp.mask[bi * cap..bi * cap + s.len]),
+                scale,
+            );
+        }
+        Ok(out)
+    }
+
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>) -> Result<()> {
         x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+
+    fn scale(&self, x: &mut Vec<f32>, s: f32) -> Result<()> {
+        x.iter_mut().for_each(|a| *a *= s);
+        Ok(())
+    }
+
+    fn layernorm(
+        &self,
+        x: &mut Vec<f32>,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        c: usize,
+        eps: f32,
+    ) -> Result<()> {
+        layernorm_inplace(x, w, b, c, eps);
+        Ok(())
+    }
+
+    fn act(&self, x: &mut Vec<f32>, act: Activation) -> Result<()> {
+        act.forward_inplace(x);
         Ok(())
     }
 

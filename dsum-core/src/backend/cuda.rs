@@ -8,12 +8,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use dsum_kernels::activation::{glu_forward, Act};
+use dsum_kernels::activation::{act_forward, glu_forward, Act};
 use dsum_kernels::attention::{attention_forward, kv_write, AttnDims};
-use dsum_kernels::cudarc::driver::CudaSlice;
-use dsum_kernels::elementwise::add_inplace;
+use dsum_kernels::cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
+use dsum_kernels::elementwise::{add_inplace, scale_inplace};
 use dsum_kernels::embedding::embedding_forward;
 use dsum_kernels::gemm::{linear_forward, Math};
+use dsum_kernels::layernorm::layernorm_forward;
 use dsum_kernels::nf4::{nf4_linear, Nf4Absmax, Nf4Parts, Nf4Scratch, Nf4Weight};
 use dsum_kernels::rmsnorm::rmsnorm_forward;
 use dsum_kernels::rope::rope_forward;
@@ -69,6 +70,29 @@ impl Cuda {
 
     fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
         Ok(self.gpu.zeros::<f32>(n)?)
+    }
+
+    /// Rows of `per` elements: new row r = row `idx[r]` of `src` (device to device copies).
+    fn gather_rows<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        src: &CudaSlice<T>,
+        per: usize,
+        idx: &[usize],
+    ) -> Result<CudaSlice<T>> {
+        check(
+            idx.iter().all(|&i| (i + 1) * per <= src.len()),
+            "a row index past the buffer",
+        )?;
+        let mut next = self.gpu.zeros::<T>(idx.len() * per)?;
+        let stream = self.gpu.stream();
+        for (r, &i) in idx.iter().enumerate() {
+            let from = src.slice(i * per..(i + 1) * per);
+            let mut to = next.slice_mut(r * per..(r + 1) * per);
+            stream
+                .memcpy_dtod(&from, &mut to)
+                .map_err(KernelError::from)?;
+        }
+        Ok(next)
     }
 }
 
@@ -303,9 +327,74 @@ impl Backend for Cuda {
         Ok(out)
     }
 
+    fn cross_attention(
+        &self,
+        q: &CudaSlice<f32>,
+        kv: &CudaKv,
+        inp: &CudaInputs,
+        items: &[usize],
+        s: &AttnShape,
+        scale: f32,
+    ) -> Result<CudaSlice<f32>> {
+        check(
+            items.iter().all(|&i| i < kv.rows),
+            "cross-attention: a row index past the encoder keys",
+        )?;
+        let rows = items.len();
+        let mut out = self.zeros(rows * s.t * s.h * s.dh)?;
+        let dims = AttnDims {
+            rows,
+            t: s.t,
+            h: s.h,
+            kv_h: s.kv_h,
+            dh: s.dh,
+            cap: s.cap,
+            len: s.len,
+        };
+        // The kernel reads keys and mask of query row r at row r: used as they are when
+        // every row is its own sequence (the encoder, greedy search), gathered per query row
+        // when several beams share one input.
+        if items.iter().copied().eq(0..kv.rows) {
+            let (k, v, m) = (&kv.k, &kv.v, &inp.mask);
+            attention_forward(&self.gpu, &mut out, q, k, v, Some(m), dims, None, scale)?;
+        } else {
+            let per = kv.kv_heads * kv.cap * kv.dh;
+            let k = self.gather_rows(&kv.k, per, items)?;
+            let v = self.gather_rows(&kv.v, per, items)?;
+            let m = self.gather_rows(&inp.mask, kv.cap, items)?;
+            attention_forward(&self.gpu, &mut out, q, &k, &v, Some(&m), dims, None, scale)?;
+        }
+        Ok(out)
+    }
+
     fn add(&self, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>) -> Result<()> {
         let n = x.len();
         Ok(add_inplace(&self.gpu, x, y, n)?)
+    }
+
+    fn scale(&self, x: &mut CudaSlice<f32>, s: f32) -> Result<()> {
+        let n = x.len();
+        Ok(scale_inplace(&self.gpu, x, s, n)?)
+    }
+
+    fn layernorm(
+        &self,
+        x: &mut CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        c: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let mut y = self.zeros(x.len())?;
+        let rows = x.len() / c.max(1);
+        layernorm_forward(&self.gpu, &mut y, None, None, x, w, b, rows, c, eps)?;
+        *x = y;
+        Ok(())
+    }
+
+    fn act(&self, x: &mut CudaSlice<f32>, a: Activation) -> Result<()> {
+        let n = x.len();
+        Ok(act_forward(&self.gpu, x, act(a), n)?)
     }
 
     fn glu(&self, gate: &mut CudaSlice<f32>, up: &CudaSlice<f32>, a: Activation) -> Result<()> {
@@ -352,18 +441,8 @@ impl Backend for Cuda {
             "reorder: a row index past the cache",
         )?;
         let per = cache.kv_heads * cache.cap * cache.dh;
-        let stream = self.gpu.stream();
-        for c in [&mut cache.k, &mut cache.v] {
-            let mut next = self.zeros(idx.len() * per)?;
-            for (r, &src) in idx.iter().enumerate() {
-                let from = c.slice(src * per..(src + 1) * per);
-                let mut to = next.slice_mut(r * per..(r + 1) * per);
-                stream
-                    .memcpy_dtod(&from, &mut to)
-                    .map_err(KernelError::from)?;
-            }
-            *c = next;
-        }
+        cache.k = self.gather_rows(&cache.k, per, idx)?;
+        cache.v = self.gather_rows(&cache.v, per, idx)?;
         cache.rows = idx.len();
         Ok(())
     }

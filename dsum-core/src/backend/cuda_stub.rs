@@ -92,7 +92,34 @@ impl Backend for Cuda {
     ) -> Result<Infallible> {
         match *self {}
     }
+    fn cross_attention(
+        &self,
+        _: &Infallible,
+        _: &Infallible,
+        _: &Infallible,
+        _: &[usize],
+        _: &AttnShape,
+        _: f32,
+    ) -> Result<Infallible> {
+        match *self {}
+    }
     fn add(&self, _: &mut Infallible, _: &Infallible) -> Result<()> {
+        match *self {}
+    }
+    fn scale(&self, _: &mut Infallible, _: f32) -> Result<()> {
+        match *self {}
+    }
+    fn layernorm(
+        &self,
+        _: &mut Infallible,
+        _: &Infallible,
+        _: &Infallible,
+        _: usize,
+        _: f32,
+    ) -> Result<()> {
+        match *self {}
+    }
+    fn act(&self, _: &mut Infallible, _: Activation) -> Result<()> {
         match *self {}
     }
     fn glu(&self, _: &mut Infallible, _: &Infallible, _: Activation) -> Result<()> {

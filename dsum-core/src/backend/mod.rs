@@ -1,6 +1,6 @@
 //! Where a model computes. One [`Backend`] trait whose operations are the coarse steps of the
-//! Llama-family inference forward (`models/llama.rs`), so the same model code runs on the CPU
-//! ([`Cpu`], the `ops` functions) and on a GPU ([`Cuda`], the dsum-kernels launchers).
+//! inference forward passes (`models/llama.rs`, `models/bart.rs`), so the same model code runs
+//! on the CPU ([`Cpu`], the `ops` functions) and on a GPU ([`Cuda`], the dsum-kernels launchers).
 //!
 //! As in candle, a backend that is not compiled in keeps its API: without the `cuda` feature
 //! [`Cuda::open`] answers [`Error::NotCompiledWithCuda`] and no value of it can exist.
@@ -89,7 +89,7 @@ impl HostLinear {
     }
 }
 
-/// The steps of a Llama-family forward pass. Activations are row-major `[rows, cols]`
+/// The steps of a Llama-family or BART forward pass. Activations are row-major `[rows, cols]`
 /// tensors that stay on the backend between steps; only the logits come back to the host.
 /// Weights are made resident once, at load (`upload*`).
 pub trait Backend {
@@ -167,8 +167,35 @@ pub trait Backend {
         past: usize,
         scale: f32,
     ) -> Result<Self::Tensor>;
+    /// out[R, T, H, dh]: attention of `q` [R, T, H, dh] with no causal limit over `kv`, whose
+    /// row i holds the keys and values of sequence i (BART's encoder self-attention and its
+    /// cross-attention over the encoder output); query row r reads row `items[r]` of `kv` and
+    /// of the key mask of `inp`, so the beams of one input share its encoder keys.
+    #[allow(clippy::too_many_arguments)]
+    fn cross_attention(
+        &self,
+        q: &Self::Tensor,
+        kv: &Self::KvCache,
+        inp: &Self::Inputs,
+        items: &[usize],
+        s: &AttnShape,
+        scale: f32,
+    ) -> Result<Self::Tensor>;
     /// x += y (the residual stream).
     fn add(&self, x: &mut Self::Tensor, y: &Self::Tensor) -> Result<()>;
+    /// x *= s (BART's √D embedding scale).
+    fn scale(&self, x: &mut Self::Tensor, s: f32) -> Result<()>;
+    /// LayerNorm with bias of every row of `x` [R, C], in place.
+    fn layernorm(
+        &self,
+        x: &mut Self::Tensor,
+        w: &Self::Tensor,
+        b: &Self::Tensor,
+        c: usize,
+        eps: f32,
+    ) -> Result<()>;
+    /// x = act(x) (the ungated MLP of BART).
+    fn act(&self, x: &mut Self::Tensor, act: Activation) -> Result<()>;
     /// gate = act(gate) · up (the gated MLP input; SwiGLU for `silu`).
     fn glu(&self, gate: &mut Self::Tensor, up: &Self::Tensor, act: Activation) -> Result<()>;
     /// The last of every row's T positions: [R, T, C] -> [R, C].

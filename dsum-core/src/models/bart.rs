@@ -5,16 +5,19 @@
 //! Post-LN blocks; learned positions with offset 2; `layernorm_embedding`; optional
 //! √D embedding scale; lm_head tied to `model.shared.weight` plus `final_logits_bias`.
 //! Tensor names are exactly the Hugging Face checkpoint names.
+//!
+//! Encoder and decoder are written once, over `backend::Backend` as `models/llama.rs` is: the
+//! CPU backend runs the `ops` functions, the CUDA backend (feature `cuda`) the dsum-kernels ones.
 
 use serde::Deserialize;
 
+use crate::backend::{Backend, Cpu, Cuda, Device, HostLinear};
 use crate::error::{Error, Result};
 use crate::generation::{GenerationConfig, Hypothesis, StepDecoder};
 use crate::io::checkpoint::Checkpoint;
 use crate::ops::activation::Activation;
-use crate::ops::attention::{attention_forward, AttnShape};
-use crate::ops::layernorm::layernorm_inplace;
-use crate::ops::matmul::linear_forward;
+use crate::ops::attention::AttnShape;
+use crate::ops::qmatmul::LinearWeight;
 use crate::tensor::Weight;
 
 const LN_EPS: f32 = 1e-5;
@@ -125,100 +128,67 @@ impl BartConfig {
     }
 }
 
-struct Linear {
-    w: Weight, // [out, in]
-    b: Weight, // [out]
-    out: usize,
-    inp: usize,
+/// A LayerNorm's weight and bias `[D]`, resident on backend `B`.
+struct LayerNorm<B: Backend> {
+    w: B::Tensor,
+    b: B::Tensor,
 }
 
-impl Linear {
-    fn load(ck: &Checkpoint, prefix: &str, out: usize, inp: usize) -> Result<Self> {
-        Ok(Linear {
-            w: ck.get(&format!("{prefix}.weight"), &[out, inp])?,
-            b: ck.get(&format!("{prefix}.bias"), &[out])?,
-            out,
-            inp,
-        })
-    }
-    /// y[M, out] = x[M, in] · Wᵀ + b
-    fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let mut y = vec![0f32; m * self.out];
-        linear_forward(&mut y, x, &self.w, Some(&self.b), m, self.inp, self.out);
-        y
-    }
+/// Projections `[D, D]` with biases.
+struct Attention<B: Backend> {
+    q: B::Linear,
+    k: B::Linear,
+    v: B::Linear,
+    o: B::Linear,
 }
 
-struct LayerNorm {
-    w: Weight,
-    b: Weight,
+struct Ffn<B: Backend> {
+    fc1: B::Linear, // [F, D]
+    fc2: B::Linear, // [D, F]
 }
 
-impl LayerNorm {
-    fn load(ck: &Checkpoint, prefix: &str, d: usize) -> Result<Self> {
-        Ok(LayerNorm {
-            w: ck.get(&format!("{prefix}.weight"), &[d])?,
-            b: ck.get(&format!("{prefix}.bias"), &[d])?,
-        })
-    }
-    fn forward_inplace(&self, x: &mut [f32]) {
-        layernorm_inplace(x, &self.w, &self.b, self.w.len(), LN_EPS);
-    }
+struct EncoderLayer<B: Backend> {
+    self_attn: Attention<B>,
+    self_attn_layer_norm: LayerNorm<B>,
+    ffn: Ffn<B>,
+    final_layer_norm: LayerNorm<B>,
 }
 
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+struct DecoderLayer<B: Backend> {
+    self_attn: Attention<B>,
+    self_attn_layer_norm: LayerNorm<B>,
+    cross_attn: Attention<B>,
+    cross_attn_layer_norm: LayerNorm<B>,
+    ffn: Ffn<B>,
+    final_layer_norm: LayerNorm<B>,
 }
 
-impl Attention {
-    fn load(ck: &Checkpoint, prefix: &str, d: usize) -> Result<Self> {
-        Ok(Attention {
-            q: Linear::load(ck, &format!("{prefix}.q_proj"), d, d)?,
-            k: Linear::load(ck, &format!("{prefix}.k_proj"), d, d)?,
-            v: Linear::load(ck, &format!("{prefix}.v_proj"), d, d)?,
-            o: Linear::load(ck, &format!("{prefix}.out_proj"), d, d)?,
-        })
-    }
+/// All weights, resident on backend `B`.
+struct Weights<B: Backend> {
+    shared: B::Linear,  // [V, D] token embeddings of encoder and decoder, read by rows
+    lm_head: B::Linear, // [V, D] (`shared` unless untied) + final_logits_bias [V]
+    enc_pos: B::Linear, // [P+2, D]
+    enc_ln_emb: LayerNorm<B>,
+    enc_layers: Vec<EncoderLayer<B>>,
+    dec_pos: B::Linear, // [P+2, D]
+    dec_ln_emb: LayerNorm<B>,
+    dec_layers: Vec<DecoderLayer<B>>,
 }
 
-struct Ffn {
-    fc1: Linear,
-    fc2: Linear,
+/// The backend a model computes on, with the weights it holds.
+enum Engine {
+    Cpu(Box<Weights<Cpu>>),
+    Cuda(Box<(Cuda, Weights<Cuda>)>),
 }
 
-struct EncoderLayer {
-    self_attn: Attention,
-    self_attn_layer_norm: LayerNorm,
-    ffn: Ffn,
-    final_layer_norm: LayerNorm,
-}
-
-struct DecoderLayer {
-    self_attn: Attention,
-    self_attn_layer_norm: LayerNorm,
-    cross_attn: Attention,
-    cross_attn_layer_norm: LayerNorm,
-    ffn: Ffn,
-    final_layer_norm: LayerNorm,
-}
-
-/// Weights of a BartForConditionalGeneration, borrowed from the checkpoint where possible.
+/// Weights of a BartForConditionalGeneration (on the CPU, borrowed from the checkpoint).
 pub struct Bart {
     pub config: BartConfig,
     act: Activation,
     embed_scale: f32,
-    shared: Weight,          // [V, D] token embeddings (encoder, decoder and lm_head)
-    lm_head: Option<Weight>, // [V, D] only when not tied
-    final_logits_bias: Vec<f32>, // [V]
-    enc_pos: Weight,         // [P+2, D]
-    enc_ln_emb: LayerNorm,
-    enc_layers: Vec<EncoderLayer>,
-    dec_pos: Weight, // [P+2, D]
-    dec_ln_emb: LayerNorm,
-    dec_layers: Vec<DecoderLayer>,
+    /// lm_head is its own tensor (not tied to the shared embeddings).
+    untied: bool,
+    engine: Engine,
 }
 
 /// Encoder output plus its padding mask.
@@ -231,6 +201,21 @@ pub struct EncoderOutput {
     pub mask: Vec<bool>,
 }
 
+/// The decoder caches of every layer on one backend.
+struct Caches<B: Backend> {
+    /// per layer [R, H, cap, dh]
+    self_kv: Vec<B::KvCache>,
+    /// per layer [B, H, S, dh], computed once from the encoder output
+    cross_kv: Vec<B::KvCache>,
+    /// encoder key mask [B, S]
+    enc: B::Inputs,
+}
+
+enum DeviceCaches {
+    Cpu(Box<Caches<Cpu>>),
+    Cuda(Box<Caches<Cuda>>),
+}
+
 /// Decoder key/value caches for R rows. Self-attention caches grow by T each call;
 /// cross-attention keys/values are computed once per encoder batch item and shared by its beams.
 pub struct DecoderState {
@@ -239,14 +224,8 @@ pub struct DecoderState {
     len: usize,
     /// row -> encoder batch item
     row_batch: Vec<usize>,
-    /// per layer [R, H, cap, dh]
-    self_k: Vec<Vec<f32>>,
-    self_v: Vec<Vec<f32>>,
-    /// per layer [B, H, S, dh]
-    cross_k: Vec<Vec<f32>>,
-    cross_v: Vec<Vec<f32>>,
     s: usize,
-    enc_mask: Vec<bool>,
+    caches: DeviceCaches,
 }
 
 impl DecoderState {
@@ -259,48 +238,61 @@ impl DecoderState {
     pub fn rows(&self) -> usize {
         self.rows
     }
-    /// Keep only the rows in `idx` (new row r takes old row idx[r]): beam reordering.
-    pub fn reorder(&mut self, idx: &[usize]) {
-        let per_row = self
-            .self_k
-            .first()
-            .map(|k| k.len() / self.rows.max(1))
-            .unwrap_or(0);
-        for cache in self.self_k.iter_mut().chain(self.self_v.iter_mut()) {
-            let mut next = vec![0f32; idx.len() * per_row];
-            for (r, &src) in idx.iter().enumerate() {
-                next[r * per_row..(r + 1) * per_row]
-                    .copy_from_slice(&cache[src * per_row..(src + 1) * per_row]);
-            }
-            *cache = next;
-        }
-        self.row_batch = idx.iter().map(|&i| self.row_batch[i]).collect();
-        self.rows = idx.len();
-    }
 }
 
-/// [N, H*dh] rows -> [H, N, dh] (head-major), written into `dst` at rows offset within cap.
-fn split_heads_into(
-    dst: &mut [f32],
-    src: &[f32],
-    n: usize,
-    h: usize,
-    dh: usize,
-    cap: usize,
-    at: usize,
-) {
-    for i in 0..n {
-        for hi in 0..h {
-            let d0 = (hi * cap + at + i) * dh;
-            dst[d0..d0 + dh]
-                .copy_from_slice(&src[i * h * dh + hi * dh..i * h * dh + (hi + 1) * dh]);
-        }
-    }
+/// Reads tensors by their Hugging Face names and makes them resident on a backend.
+struct Loader<'a, B> {
+    b: &'a B,
+    ck: &'a Checkpoint,
 }
 
-impl Bart {
-    pub fn load(config: BartConfig, ck: &Checkpoint) -> Result<Self> {
-        let c = &config;
+impl<B: Backend> Loader<'_, B> {
+    fn matrix(&self, name: &str, out: usize, inp: usize) -> Result<HostLinear> {
+        let w = self.ck.get(name, &[out, inp])?;
+        Ok(HostLinear::Dense(LinearWeight::F32(w)))
+    }
+
+    /// `{prefix}.weight` [out, inp] and `{prefix}.bias` [out].
+    fn linear(&self, prefix: &str, out: usize, inp: usize) -> Result<B::Linear> {
+        let w = self.matrix(&format!("{prefix}.weight"), out, inp)?;
+        let b = self.ck.get(&format!("{prefix}.bias"), &[out])?;
+        self.b.upload_linear(w, Some(b))
+    }
+
+    /// A table `name` [rows, d] read by rows (embeddings).
+    fn table(&self, name: &str, rows: usize, d: usize) -> Result<B::Linear> {
+        self.b.upload_linear(self.matrix(name, rows, d)?, None)
+    }
+
+    fn layer_norm(&self, prefix: &str, d: usize) -> Result<LayerNorm<B>> {
+        Ok(LayerNorm {
+            w: self
+                .b
+                .upload(&self.ck.get(&format!("{prefix}.weight"), &[d])?)?,
+            b: self
+                .b
+                .upload(&self.ck.get(&format!("{prefix}.bias"), &[d])?)?,
+        })
+    }
+
+    fn attention(&self, prefix: &str, d: usize) -> Result<Attention<B>> {
+        Ok(Attention {
+            q: self.linear(&format!("{prefix}.q_proj"), d, d)?,
+            k: self.linear(&format!("{prefix}.k_proj"), d, d)?,
+            v: self.linear(&format!("{prefix}.v_proj"), d, d)?,
+            o: self.linear(&format!("{prefix}.out_proj"), d, d)?,
+        })
+    }
+
+    fn ffn(&self, prefix: &str, d: usize, f: usize) -> Result<Ffn<B>> {
+        Ok(Ffn {
+            fc1: self.linear(&format!("{prefix}.fc1"), f, d)?,
+            fc2: self.linear(&format!("{prefix}.fc2"), d, f)?,
+        })
+    }
+
+    fn weights(&self, c: &BartConfig) -> Result<Weights<B>> {
+        let ck = self.ck;
         let (d, v) = (c.d_model, c.vocab_size);
         let shared_name = [
             "model.shared.weight",
@@ -310,76 +302,108 @@ impl Bart {
         .into_iter()
         .find(|n| ck.contains(n))
         .unwrap_or("model.shared.weight");
-        let shared = ck.get(shared_name, &[v, d])?;
-        let lm_head = if c.tie_word_embeddings {
-            None
-        } else {
-            Some(ck.get("lm_head.weight", &[v, d])?)
+        let head_name = match c.tie_word_embeddings {
+            true => shared_name,
+            false => "lm_head.weight",
         };
         let final_logits_bias = if ck.contains("final_logits_bias") {
             ck.get("final_logits_bias", &[1, v])?.to_vec()
         } else {
             vec![0.0; v]
         };
+        let final_logits_bias = Weight::from_vec(vec![v], final_logits_bias);
         let p = c.max_position_embeddings + POS_OFFSET;
-        let ffn = |prefix: &str, f: usize| -> Result<Ffn> {
-            Ok(Ffn {
-                fc1: Linear::load(ck, &format!("{prefix}.fc1"), f, d)?,
-                fc2: Linear::load(ck, &format!("{prefix}.fc2"), d, f)?,
-            })
-        };
         let mut enc_layers = Vec::new();
         for i in 0..c.encoder_layers {
             let pre = format!("model.encoder.layers.{i}");
             enc_layers.push(EncoderLayer {
-                self_attn: Attention::load(ck, &format!("{pre}.self_attn"), d)?,
-                self_attn_layer_norm: LayerNorm::load(
-                    ck,
-                    &format!("{pre}.self_attn_layer_norm"),
-                    d,
-                )?,
-                ffn: ffn(&pre, c.encoder_ffn_dim)?,
-                final_layer_norm: LayerNorm::load(ck, &format!("{pre}.final_layer_norm"), d)?,
+                self_attn: self.attention(&format!("{pre}.self_attn"), d)?,
+                self_attn_layer_norm: self.layer_norm(&format!("{pre}.self_attn_layer_norm"), d)?,
+                ffn: self.ffn(&pre, d, c.encoder_ffn_dim)?,
+                final_layer_norm: self.layer_norm(&format!("{pre}.final_layer_norm"), d)?,
             });
         }
         let mut dec_layers = Vec::new();
         for i in 0..c.decoder_layers {
             let pre = format!("model.decoder.layers.{i}");
             dec_layers.push(DecoderLayer {
-                self_attn: Attention::load(ck, &format!("{pre}.self_attn"), d)?,
-                self_attn_layer_norm: LayerNorm::load(
-                    ck,
-                    &format!("{pre}.self_attn_layer_norm"),
-                    d,
-                )?,
-                cross_attn: Attention::load(ck, &format!("{pre}.encoder_attn"), d)?,
-                cross_attn_layer_norm: LayerNorm::load(
-                    ck,
-                    &format!("{pre}.encoder_attn_layer_norm"),
-                    d,
-                )?,
-                ffn: ffn(&pre, c.decoder_ffn_dim)?,
-                final_layer_norm: LayerNorm::load(ck, &format!("{pre}.final_layer_norm"), d)?,
+                self_attn: self.attention(&format!("{pre}.self_attn"), d)?,
+                self_attn_layer_norm: self.layer_norm(&format!("{pre}.self_attn_layer_norm"), d)?,
+                cross_attn: self.attention(&format!("{pre}.encoder_attn"), d)?,
+                cross_attn_layer_norm: self
+                    .layer_norm(&format!("{pre}.encoder_attn_layer_norm"), d)?,
+                ffn: self.ffn(&pre, d, c.decoder_ffn_dim)?,
+                final_layer_norm: self.layer_norm(&format!("{pre}.final_layer_norm"), d)?,
             });
         }
+        Ok(Weights {
+            shared: self.table(shared_name, v, d)?,
+            // On the CPU both borrow the checkpoint's tensor; a GPU holds the table twice.
+            lm_head: self
+                .b
+                .upload_linear(self.matrix(head_name, v, d)?, Some(final_logits_bias))?,
+            enc_pos: self.table("model.encoder.embed_positions.weight", p, d)?,
+            enc_ln_emb: self.layer_norm("model.encoder.layernorm_embedding", d)?,
+            enc_layers,
+            dec_pos: self.table("model.decoder.embed_positions.weight", p, d)?,
+            dec_ln_emb: self.layer_norm("model.decoder.layernorm_embedding", d)?,
+            dec_layers,
+        })
+    }
+}
+
+/// The new decoder tokens of one `decode` call.
+struct Step<'a> {
+    /// [R, T]
+    ids: &'a [u32],
+    rows: usize,
+    t: usize,
+    past: usize,
+    all_positions: bool,
+}
+
+impl Bart {
+    /// Load on the CPU (weights stay borrowed from the checkpoint).
+    pub fn load(config: BartConfig, ck: &Checkpoint) -> Result<Self> {
+        let w = Loader { b: &Cpu, ck }.weights(&config)?;
+        Self::assemble(config, Engine::Cpu(Box::new(w)))
+    }
+
+    /// Load on `device` (a CUDA device with its default settings: TF32 off).
+    pub fn load_on(config: BartConfig, ck: &Checkpoint, device: Device) -> Result<Self> {
+        match device {
+            Device::Cpu => Self::load(config, ck),
+            Device::Cuda(n) => Self::load_cuda(config, ck, Cuda::open(n)?),
+        }
+    }
+
+    /// Load onto an opened CUDA device: every weight is uploaded once, here.
+    pub fn load_cuda(config: BartConfig, ck: &Checkpoint, cuda: Cuda) -> Result<Self> {
+        let w = Loader { b: &cuda, ck }.weights(&config)?;
+        Self::assemble(config, Engine::Cuda(Box::new((cuda, w))))
+    }
+
+    fn assemble(config: BartConfig, engine: Engine) -> Result<Self> {
+        let d = config.d_model;
         Ok(Bart {
-            act: Activation::from_name(&c.activation_function)?,
-            embed_scale: if c.scale_embedding {
+            act: Activation::from_name(&config.activation_function)?,
+            embed_scale: if config.scale_embedding {
                 (d as f32).sqrt()
             } else {
                 1.0
             },
-            shared,
-            lm_head,
-            final_logits_bias,
-            enc_pos: ck.get("model.encoder.embed_positions.weight", &[p, d])?,
-            enc_ln_emb: LayerNorm::load(ck, "model.encoder.layernorm_embedding", d)?,
-            enc_layers,
-            dec_pos: ck.get("model.decoder.embed_positions.weight", &[p, d])?,
-            dec_ln_emb: LayerNorm::load(ck, "model.decoder.layernorm_embedding", d)?,
-            dec_layers,
+            untied: !config.tie_word_embeddings,
+            engine,
             config,
         })
+    }
+
+    /// Where this model computes.
+    pub fn device(&self) -> Device {
+        match &self.engine {
+            Engine::Cpu(_) => Device::Cpu,
+            Engine::Cuda(e) => e.0.device(),
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -400,7 +424,7 @@ impl Bart {
         let ffn = |f: usize| d * f + f + f * d + d;
         let enc = c.encoder_layers * (attn + ln + ffn(c.encoder_ffn_dim) + ln);
         let dec = c.decoder_layers * (2 * attn + 3 * ln + ffn(c.decoder_ffn_dim));
-        let head = if self.lm_head.is_some() { v * d } else { 0 };
+        let head = if self.untied { v * d } else { 0 };
         v * d + head + 2 * (p * d + ln) + enc + dec
     }
 
@@ -409,99 +433,137 @@ impl Bart {
         self.config.max_position_embeddings
     }
 
-    /// x[N, D] = embed(ids) · scale + pos[positions + 2]
-    fn embed(
-        &self,
-        ids: &[u32],
-        positions: impl Iterator<Item = usize>,
-        pos_table: &Weight,
-    ) -> Result<Vec<f32>> {
-        let d = self.config.d_model;
-        let mut x = vec![0f32; ids.len() * d];
-        for ((i, &id), p) in ids.iter().enumerate().zip(positions) {
-            let id = id as usize;
-            if id >= self.config.vocab_size {
-                return Err(Error::Generation(format!(
-                    "token id {id} is outside the vocabulary ({})",
-                    self.config.vocab_size
-                )));
-            }
-            if p + POS_OFFSET >= pos_table.shape[0] {
-                return Err(Error::Generation(format!(
+    /// Checks token ids and positions on the host; returns the rows of the position table
+    /// (`positions + 2`) to read.
+    fn check_embed(&self, ids: &[u32], positions: impl Iterator<Item = usize>) -> Result<Vec<u32>> {
+        if let Some(&id) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
+            return Err(Error::Generation(format!(
+                "token id {id} is outside the vocabulary ({})",
+                self.config.vocab_size
+            )));
+        }
+        let rows = self.config.max_position_embeddings + POS_OFFSET;
+        positions
+            .take(ids.len())
+            .map(|p| match p + POS_OFFSET < rows {
+                true => Ok((p + POS_OFFSET) as u32),
+                false => Err(Error::Generation(format!(
                     "position {p} exceeds max_position_embeddings {}",
                     self.config.max_position_embeddings
-                )));
-            }
-            let e = &self.shared[id * d..(id + 1) * d];
-            let pe = &pos_table[(p + POS_OFFSET) * d..(p + POS_OFFSET + 1) * d];
-            for j in 0..d {
-                x[i * d + j] = e[j] * self.embed_scale + pe[j];
-            }
+                ))),
+            })
+            .collect()
+    }
+
+    /// x[N, D] = layernorm_embedding(embed(ids) · scale + pos[positions + 2])
+    fn embed_on<B: Backend>(
+        &self,
+        b: &B,
+        table: &B::Linear,
+        pos_table: &B::Linear,
+        ln: &LayerNorm<B>,
+        ids: &[u32],
+        pos_ids: &[u32],
+    ) -> Result<B::Tensor> {
+        let d = self.config.d_model;
+        let mut x = b.embedding(table, ids, d)?;
+        if self.embed_scale != 1.0 {
+            b.scale(&mut x, self.embed_scale)?;
         }
+        b.add(&mut x, &b.embedding(pos_table, pos_ids, d)?)?;
+        b.layernorm(&mut x, &ln.w, &ln.b, d, LN_EPS)?;
         Ok(x)
     }
 
-    fn ffn_forward(&self, ffn: &Ffn, x: &[f32], m: usize) -> Vec<f32> {
-        let mut h = ffn.fc1.forward(x, m);
-        self.act.forward_inplace(&mut h);
-        ffn.fc2.forward(&h, m)
+    /// x = final_layer_norm(x + fc2(act(fc1(x)))) for x [M, D].
+    fn ffn_on<B: Backend>(
+        &self,
+        b: &B,
+        ffn: &Ffn<B>,
+        ln: &LayerNorm<B>,
+        x: &mut B::Tensor,
+        m: usize,
+    ) -> Result<()> {
+        let mut h = b.linear(x, &ffn.fc1, m)?; // [M, F]
+        b.act(&mut h, self.act)?;
+        let f = b.linear(&h, &ffn.fc2, m)?; // [M, D]
+        b.add(x, &f)?;
+        b.layernorm(x, &ln.w, &ln.b, self.config.d_model, LN_EPS)
     }
 
-    /// Encode a right-padded batch: ids and mask are [B, S].
-    pub fn encode(&self, ids: &[u32], mask: &[bool], b: usize, s: usize) -> Result<EncoderOutput> {
+    fn check_batch(&self, ids: &[u32], mask: &[bool], b: usize, s: usize) -> Result<()> {
         if ids.len() != b * s || mask.len() != b * s {
             return Err(Error::Generation(
                 "encoder ids / mask do not match [batch, length]".into(),
             ));
         }
-        let (d, h) = (self.config.d_model, self.config.encoder_attention_heads);
-        let dh = d / h;
-        let n = b * s;
-        let mut x = self.embed(ids, (0..n).map(|i| i % s), &self.enc_pos)?;
-        self.enc_ln_emb.forward_inplace(&mut x);
-        let scale = (dh as f32).powf(-0.5);
-        let mut kh = vec![0f32; h * s * dh];
-        let mut vh = vec![0f32; h * s * dh];
-        for layer in &self.enc_layers {
-            let q = layer.self_attn.q.forward(&x, n);
-            let k = layer.self_attn.k.forward(&x, n);
-            let v = layer.self_attn.v.forward(&x, n);
-            let mut att = vec![0f32; n * d];
-            for bi in 0..b {
-                split_heads_into(&mut kh, &k[bi * s * d..(bi + 1) * s * d], s, h, dh, s, 0);
-                split_heads_into(&mut vh, &v[bi * s * d..(bi + 1) * s * d], s, h, dh, s, 0);
-                let shape = AttnShape {
-                    t: s,
-                    h,
-                    kv_h: h,
-                    dh,
-                    cap: s,
-                    len: s,
-                };
-                attention_forward(
-                    &mut att[bi * s * d..(bi + 1) * s * d],
-                    &q[bi * s * d..(bi + 1) * s * d],
-                    &kh,
-                    &vh,
-                    &shape,
-                    None,
-                    Some(&mask[bi * s..(bi + 1) * s]),
-                    scale,
-                );
+        Ok(())
+    }
+
+    /// Encode a right-padded batch: ids and mask are [B, S].
+    pub fn encode(&self, ids: &[u32], mask: &[bool], b: usize, s: usize) -> Result<EncoderOutput> {
+        self.check_batch(ids, mask, b, s)?;
+        let hidden = match &self.engine {
+            Engine::Cpu(w) => self.encode_on(&Cpu, w, ids, mask, b, s)?,
+            Engine::Cuda(e) => {
+                let h = self.encode_on(&e.0, &e.1, ids, mask, b, s)?;
+                e.0.to_host(h)?
             }
-            let o = layer.self_attn.o.forward(&att, n);
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-            layer.self_attn_layer_norm.forward_inplace(&mut x);
-            let f = self.ffn_forward(&layer.ffn, &x, n);
-            x.iter_mut().zip(&f).for_each(|(a, b)| *a += b);
-            layer.final_layer_norm.forward_inplace(&mut x);
-        }
+        };
         Ok(EncoderOutput {
             b,
             s,
-            hidden: x,
+            hidden,
             mask: mask.to_vec(),
         })
+    }
+
+    /// The encoder, the same code on every backend: hidden [B, S, D].
+    fn encode_on<B: Backend>(
+        &self,
+        b: &B,
+        w: &Weights<B>,
+        ids: &[u32],
+        mask: &[bool],
+        bn: usize,
+        s: usize,
+    ) -> Result<B::Tensor> {
+        let (d, h) = (self.config.d_model, self.config.encoder_attention_heads);
+        let dh = d / h;
+        let n = bn * s;
+        let pos: Vec<usize> = (0..n).map(|i| i % s).collect();
+        let pos_ids = self.check_embed(ids, pos.iter().copied())?;
+        let mut x = self.embed_on(b, &w.shared, &w.enc_pos, &w.enc_ln_emb, ids, &pos_ids)?;
+        let inputs = b.inputs(&pos, mask)?;
+        let items: Vec<usize> = (0..bn).collect();
+        let shape = AttnShape {
+            t: s,
+            h,
+            kv_h: h,
+            dh,
+            cap: s,
+            len: s,
+        };
+        let scale = (dh as f32).powf(-0.5);
+        // Keys and values of the current layer, [B, H, S, dh] each.
+        let mut kv = b.kv_cache(bn, h, s, dh)?;
+        for layer in &w.enc_layers {
+            // x = self_attn_layer_norm(x + o(attention(q(x), k(x), v(x)))), padding keys hidden
+            let q = b.linear(&x, &layer.self_attn.q, n)?; // [N, D]
+            let k = b.linear(&x, &layer.self_attn.k, n)?;
+            let v = b.linear(&x, &layer.self_attn.v, n)?;
+            b.kv_write(&mut kv, &k, &v, s, 0)?;
+            let att = b.cross_attention(&q, &kv, &inputs, &items, &shape, scale)?;
+            let o = b.linear(&att, &layer.self_attn.o, n)?;
+            b.add(&mut x, &o)?;
+            let ln = &layer.self_attn_layer_norm;
+            b.layernorm(&mut x, &ln.w, &ln.b, d, LN_EPS)?;
+            self.ffn_on(b, &layer.ffn, &layer.final_layer_norm, &mut x, n)?;
+        }
+        Ok(x)
     }
 
     /// Decoder caches for `row_batch.len()` rows (row r decodes for batch item row_batch[r]),
@@ -512,10 +574,82 @@ impl Bart {
         row_batch: Vec<usize>,
         cap: usize,
     ) -> Result<DecoderState> {
+        let (b, s) = (enc.b, enc.s);
+        if enc.hidden.len() != b * s * self.config.d_model || enc.mask.len() != b * s {
+            return Err(Error::Generation(
+                "encoder output does not match [batch, length, d_model]".into(),
+            ));
+        }
+        let caches = match &self.engine {
+            Engine::Cpu(w) => {
+                let c = self.start_on(&Cpu, w, &enc.hidden, &enc.mask, b, s, &row_batch, cap)?;
+                DeviceCaches::Cpu(Box::new(c))
+            }
+            Engine::Cuda(e) => {
+                let hidden = e.0.upload(&enc.hidden)?;
+                let c = self.start_on(&e.0, &e.1, &hidden, &enc.mask, b, s, &row_batch, cap)?;
+                DeviceCaches::Cuda(Box::new(c))
+            }
+        };
+        Ok(DecoderState {
+            rows: row_batch.len(),
+            cap,
+            len: 0,
+            row_batch,
+            s,
+            caches,
+        })
+    }
+
+    /// Encoder, then empty decoder caches: what generation starts from, with the encoder
+    /// output kept on the device.
+    fn start(
+        &self,
+        batch: &EncoderBatch,
+        row_batch: Vec<usize>,
+        cap: usize,
+    ) -> Result<DecoderState> {
+        let (ids, mask, b, s) = (&batch.ids, &batch.mask, batch.b, batch.s);
+        self.check_batch(ids, mask, b, s)?;
+        let caches = match &self.engine {
+            Engine::Cpu(w) => {
+                let hidden = self.encode_on(&Cpu, w, ids, mask, b, s)?;
+                let c = self.start_on(&Cpu, w, &hidden, mask, b, s, &row_batch, cap)?;
+                DeviceCaches::Cpu(Box::new(c))
+            }
+            Engine::Cuda(e) => {
+                let hidden = self.encode_on(&e.0, &e.1, ids, mask, b, s)?;
+                let c = self.start_on(&e.0, &e.1, &hidden, mask, b, s, &row_batch, cap)?;
+                DeviceCaches::Cuda(Box::new(c))
+            }
+        };
+        Ok(DecoderState {
+            rows: row_batch.len(),
+            cap,
+            len: 0,
+            row_batch,
+            s,
+            caches,
+        })
+    }
+
+    /// Cross-attention keys/values of every decoder layer from `hidden` [B, S, D], and empty
+    /// self-attention caches for the rows.
+    #[allow(clippy::too_many_arguments)]
+    fn start_on<B: Backend>(
+        &self,
+        b: &B,
+        w: &Weights<B>,
+        hidden: &B::Tensor,
+        mask: &[bool],
+        bn: usize,
+        s: usize,
+        row_batch: &[usize],
+        cap: usize,
+    ) -> Result<Caches<B>> {
         let (d, h) = (self.config.d_model, self.config.decoder_attention_heads);
         let dh = d / h;
-        let (b, s) = (enc.b, enc.s);
-        if row_batch.iter().any(|&r| r >= b) {
+        if row_batch.iter().any(|&r| r >= bn) {
             return Err(Error::Generation(
                 "decoder row refers to a missing batch item".into(),
             ));
@@ -526,51 +660,43 @@ impl Bart {
                 self.config.max_position_embeddings
             )));
         }
-        let rows = row_batch.len();
-        let mut cross_k = Vec::new();
-        let mut cross_v = Vec::new();
-        for layer in &self.dec_layers {
-            let k = layer.cross_attn.k.forward(&enc.hidden, b * s);
-            let v = layer.cross_attn.v.forward(&enc.hidden, b * s);
-            let mut kh = vec![0f32; b * h * s * dh];
-            let mut vh = vec![0f32; b * h * s * dh];
-            for bi in 0..b {
-                let o = bi * h * s * dh;
-                split_heads_into(
-                    &mut kh[o..o + h * s * dh],
-                    &k[bi * s * d..(bi + 1) * s * d],
-                    s,
-                    h,
-                    dh,
-                    s,
-                    0,
-                );
-                split_heads_into(
-                    &mut vh[o..o + h * s * dh],
-                    &v[bi * s * d..(bi + 1) * s * d],
-                    s,
-                    h,
-                    dh,
-                    s,
-                    0,
-                );
-            }
-            cross_k.push(kh);
-            cross_v.push(vh);
+        let mut cross_kv = Vec::with_capacity(w.dec_layers.len());
+        let mut self_kv = Vec::with_capacity(w.dec_layers.len());
+        for layer in &w.dec_layers {
+            let k = b.linear(hidden, &layer.cross_attn.k, bn * s)?; // [B, S, D]
+            let v = b.linear(hidden, &layer.cross_attn.v, bn * s)?;
+            let mut kv = b.kv_cache(bn, h, s, dh)?;
+            b.kv_write(&mut kv, &k, &v, s, 0)?;
+            cross_kv.push(kv);
+            self_kv.push(b.kv_cache(row_batch.len(), h, cap, dh)?);
         }
-        let nl = self.dec_layers.len();
-        Ok(DecoderState {
-            rows,
-            cap,
-            len: 0,
-            row_batch,
-            self_k: vec![vec![0f32; rows * h * cap * dh]; nl],
-            self_v: vec![vec![0f32; rows * h * cap * dh]; nl],
-            cross_k,
-            cross_v,
-            s,
-            enc_mask: enc.mask.clone(),
+        let pos: Vec<usize> = (0..bn * s).map(|i| i % s.max(1)).collect();
+        Ok(Caches {
+            self_kv,
+            cross_kv,
+            enc: b.inputs(&pos, mask)?,
         })
+    }
+
+    /// New row r of `st` continues its old row `idx[r]` (beam search).
+    pub fn reorder(&self, st: &mut DecoderState, idx: &[usize]) -> Result<()> {
+        if idx.iter().any(|&i| i >= st.rows) {
+            return Err(Error::Generation(
+                "reorder: a row index past the decoder rows".into(),
+            ));
+        }
+        match (&self.engine, &mut st.caches) {
+            (Engine::Cpu(_), DeviceCaches::Cpu(c)) => {
+                c.self_kv.iter_mut().try_for_each(|kv| Cpu.reorder(kv, idx))
+            }
+            (Engine::Cuda(e), DeviceCaches::Cuda(c)) => {
+                c.self_kv.iter_mut().try_for_each(|kv| e.0.reorder(kv, idx))
+            }
+            _ => Err(other_device()),
+        }?;
+        st.row_batch = idx.iter().map(|&i| st.row_batch[i]).collect();
+        st.rows = idx.len();
+        Ok(())
     }
 
     /// Run `t` new tokens per row (ids [R, T]) through the decoder, extending the caches.
@@ -583,8 +709,6 @@ impl Bart {
         t: usize,
         all_positions: bool,
     ) -> Result<Vec<f32>> {
-        let (d, h) = (self.config.d_model, self.config.decoder_attention_heads);
-        let dh = d / h;
         let r = st.rows;
         if ids.len() != r * t {
             return Err(Error::Generation(
@@ -598,102 +722,95 @@ impl Bart {
                 st.len + t
             )));
         }
-        let past = st.len;
-        let n = r * t;
-        let mut x = self.embed(ids, (0..n).map(|i| past + i % t), &self.dec_pos)?;
-        self.dec_ln_emb.forward_inplace(&mut x);
-        let scale = (dh as f32).powf(-0.5);
-        let (cap, s) = (st.cap, st.s);
-        for (li, layer) in self.dec_layers.iter().enumerate() {
-            // Causal self-attention over the cache.
-            let q = layer.self_attn.q.forward(&x, n);
-            let k = layer.self_attn.k.forward(&x, n);
-            let v = layer.self_attn.v.forward(&x, n);
-            let mut att = vec![0f32; n * d];
-            for ri in 0..r {
-                let kc = &mut st.self_k[li][ri * h * cap * dh..(ri + 1) * h * cap * dh];
-                split_heads_into(kc, &k[ri * t * d..(ri + 1) * t * d], t, h, dh, cap, past);
-                let vc = &mut st.self_v[li][ri * h * cap * dh..(ri + 1) * h * cap * dh];
-                split_heads_into(vc, &v[ri * t * d..(ri + 1) * t * d], t, h, dh, cap, past);
-                let shape = AttnShape {
-                    t,
-                    h,
-                    kv_h: h,
-                    dh,
-                    cap,
-                    len: past + t,
-                };
-                attention_forward(
-                    &mut att[ri * t * d..(ri + 1) * t * d],
-                    &q[ri * t * d..(ri + 1) * t * d],
-                    &st.self_k[li][ri * h * cap * dh..(ri + 1) * h * cap * dh],
-                    &st.self_v[li][ri * h * cap * dh..(ri + 1) * h * cap * dh],
-                    &shape,
-                    Some(past),
-                    None,
-                    scale,
-                );
-            }
-            let o = layer.self_attn.o.forward(&att, n);
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-            layer.self_attn_layer_norm.forward_inplace(&mut x);
-
-            // Cross-attention over the encoder output of each row's batch item.
-            let q = layer.cross_attn.q.forward(&x, n);
-            for ri in 0..r {
-                let bi = st.row_batch[ri];
-                let o = bi * h * s * dh;
-                let shape = AttnShape {
-                    t,
-                    h,
-                    kv_h: h,
-                    dh,
-                    cap: s,
-                    len: s,
-                };
-                attention_forward(
-                    &mut att[ri * t * d..(ri + 1) * t * d],
-                    &q[ri * t * d..(ri + 1) * t * d],
-                    &st.cross_k[li][o..o + h * s * dh],
-                    &st.cross_v[li][o..o + h * s * dh],
-                    &shape,
-                    None,
-                    Some(&st.enc_mask[bi * s..(bi + 1) * s]),
-                    scale,
-                );
-            }
-            let o = layer.cross_attn.o.forward(&att, n);
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-            layer.cross_attn_layer_norm.forward_inplace(&mut x);
-
-            let f = self.ffn_forward(&layer.ffn, &x, n);
-            x.iter_mut().zip(&f).for_each(|(a, b)| *a += b);
-            layer.final_layer_norm.forward_inplace(&mut x);
-        }
-        st.len += t;
-
-        // lm_head (tied to the shared embeddings unless the config says otherwise).
-        let hidden: Vec<f32> = if all_positions || t == 1 {
-            x
-        } else {
-            (0..r)
-                .flat_map(|ri| x[(ri * t + t - 1) * d..(ri * t + t) * d].to_vec())
-                .collect()
+        let step = Step {
+            ids,
+            rows: r,
+            t,
+            past: st.len,
+            all_positions,
         };
-        let m = hidden.len() / d;
-        let v = self.config.vocab_size;
-        let mut logits = vec![0f32; m * v];
-        let head = self.lm_head.as_ref().unwrap_or(&self.shared);
-        linear_forward(
-            &mut logits,
-            &hidden,
-            head,
-            Some(&self.final_logits_bias),
-            m,
-            d,
-            v,
-        );
+        let (cap, s) = (st.cap, st.s);
+        let logits = match (&self.engine, &mut st.caches) {
+            (Engine::Cpu(w), DeviceCaches::Cpu(c)) => {
+                self.decode_on(&Cpu, w, c, &st.row_batch, cap, s, &step)
+            }
+            (Engine::Cuda(e), DeviceCaches::Cuda(c)) => {
+                self.decode_on(&e.0, &e.1, c, &st.row_batch, cap, s, &step)
+            }
+            _ => Err(other_device()),
+        }?;
+        st.len += t;
         Ok(logits)
+    }
+
+    /// The decoder itself, the same code on every backend.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_on<B: Backend>(
+        &self,
+        b: &B,
+        w: &Weights<B>,
+        c: &mut Caches<B>,
+        row_batch: &[usize],
+        cap: usize,
+        s: usize,
+        st: &Step,
+    ) -> Result<Vec<f32>> {
+        let (d, h) = (self.config.d_model, self.config.decoder_attention_heads);
+        let dh = d / h;
+        let (r, t, past) = (st.rows, st.t, st.past);
+        let n = r * t;
+        let pos: Vec<usize> = (0..n).map(|i| past + i % t).collect();
+        let pos_ids = self.check_embed(st.ids, pos.iter().copied())?;
+        let mut x = self.embed_on(b, &w.shared, &w.dec_pos, &w.dec_ln_emb, st.ids, &pos_ids)?;
+        // Causal self-attention: every cached key is real (no padding in the decoder).
+        let inputs = b.inputs(&pos, &vec![true; r * cap])?;
+        let self_shape = AttnShape {
+            t,
+            h,
+            kv_h: h,
+            dh,
+            cap,
+            len: past + t,
+        };
+        let cross_shape = AttnShape {
+            t,
+            h,
+            kv_h: h,
+            dh,
+            cap: s,
+            len: s,
+        };
+        let scale = (dh as f32).powf(-0.5);
+        let caches = c.self_kv.iter_mut().zip(&c.cross_kv);
+        for (layer, (self_kv, cross_kv)) in w.dec_layers.iter().zip(caches) {
+            // x = self_attn_layer_norm(x + o(causal attention over the cache))
+            let q = b.linear(&x, &layer.self_attn.q, n)?; // [N, D]
+            let k = b.linear(&x, &layer.self_attn.k, n)?;
+            let v = b.linear(&x, &layer.self_attn.v, n)?;
+            b.kv_write(self_kv, &k, &v, t, past)?;
+            let att = b.attention(&q, self_kv, &inputs, &self_shape, past, scale)?;
+            let o = b.linear(&att, &layer.self_attn.o, n)?;
+            b.add(&mut x, &o)?;
+            let ln = &layer.self_attn_layer_norm;
+            b.layernorm(&mut x, &ln.w, &ln.b, d, LN_EPS)?;
+
+            // x = cross_attn_layer_norm(x + o(attention over the row's encoder output))
+            let q = b.linear(&x, &layer.cross_attn.q, n)?;
+            let att = b.cross_attention(&q, cross_kv, &c.enc, row_batch, &cross_shape, scale)?;
+            let o = b.linear(&att, &layer.cross_attn.o, n)?;
+            b.add(&mut x, &o)?;
+            let ln = &layer.cross_attn_layer_norm;
+            b.layernorm(&mut x, &ln.w, &ln.b, d, LN_EPS)?;
+
+            self.ffn_on(b, &layer.ffn, &layer.final_layer_norm, &mut x, n)?;
+        }
+        let (hidden, m) = if st.all_positions {
+            (x, n)
+        } else {
+            (b.last_positions(x, r, t, d)?, r)
+        };
+        let logits = b.linear(&hidden, &w.lm_head, m)?; // [M, V]
+        b.to_host(logits)
     }
 
     /// Teacher-forced forward: logits [B, T, V] for decoder_input_ids [B, T].
@@ -706,10 +823,19 @@ impl Bart {
         dec_ids: &[u32],
         t: usize,
     ) -> Result<Vec<f32>> {
-        let enc = self.encode(ids, mask, b, s)?;
-        let mut st = self.start_decoder(&enc, (0..b).collect(), t)?;
+        let batch = EncoderBatch {
+            b,
+            s,
+            ids: ids.to_vec(),
+            mask: mask.to_vec(),
+        };
+        let mut st = self.start(&batch, (0..b).collect(), t)?;
         self.decode(&mut st, dec_ids, t, true)
     }
+}
+
+fn other_device() -> Error {
+    Error::Generation("this state was started by a model on another device".into())
 }
 
 /// A right-padded encoder batch.
@@ -763,8 +889,7 @@ impl StepDecoder for BartStepper<'_> {
         self.model.decode(&mut self.state, tokens, 1, false)
     }
     fn reorder(&mut self, idx: &[usize]) -> Result<()> {
-        self.state.reorder(idx);
-        Ok(())
+        self.model.reorder(&mut self.state, idx)
     }
 }
 
@@ -810,10 +935,9 @@ impl Bart {
                     "no decoder_start_token_id (or bos_token_id) in the generation config".into(),
                 )
             })?;
-        let enc = self.encode(&batch.ids, &batch.mask, batch.b, batch.s)?;
         let nb = cfg.num_beams;
         let row_batch: Vec<usize> = (0..batch.b * nb).map(|r| r / nb).collect();
-        let state = self.start_decoder(&enc, row_batch, cfg.max_length)?;
+        let state = self.start(batch, row_batch, cfg.max_length)?;
         let mut stepper = BartStepper { model: self, state };
         let prompts = vec![vec![start]; batch.b];
         crate::generation::run_streaming(&mut stepper, &cfg, prompts, on_token)

@@ -195,11 +195,13 @@ impl LoadedModel {
             from_model
         };
         let model = match model_type {
-            "bart" if cuda.is_some() => return Err(Error::CpuOnly("BART models")),
             "bart" => {
                 let config = BartConfig::from_json(cfg_text, &cfg_str)?;
                 let ck = weights()?;
-                Model::Bart(Box::new(Bart::load(config, &ck)?))
+                Model::Bart(Box::new(match cuda {
+                    None => Bart::load(config, &ck)?,
+                    Some(cuda) => Bart::load_cuda(config, &ck, cuda)?,
+                }))
             }
             "llama" | "mistral" | "qwen2" | "qwen3" => {
                 let config = LlamaConfig::from_json(cfg_text, &cfg_str)?;
