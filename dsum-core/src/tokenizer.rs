@@ -247,6 +247,56 @@ fn check_untrusted(json: &[u8]) -> core::result::Result<(), String> {
             "the `Precompiled` normalizer (a sentencepiece charsmap) is not supported".into(),
         );
     }
+    if let Some(p) = v.get("post_processor") {
+        check_template_processing(p)?;
+    }
+    Ok(())
+}
+
+/// `TemplateProcessing` is deserialized without the checks its builder makes, and encoding then
+/// panics on what they would have refused: a special token the template names but
+/// `special_tokens` lacks, sequence B in the single-sequence template, or a special token whose
+/// `ids` and `tokens` differ in length.
+fn check_template_processing(p: &serde_json::Value) -> core::result::Result<(), String> {
+    use serde_json::Value;
+    if let Some(Value::Array(ps)) = p.get("processors") {
+        return ps.iter().try_for_each(check_template_processing);
+    }
+    if p.get("type").and_then(Value::as_str) != Some("TemplateProcessing") {
+        return Ok(());
+    }
+    let specials = p.get("special_tokens").and_then(Value::as_object);
+    for (name, t) in specials.into_iter().flatten() {
+        let len = |k: &str| t.get(k).and_then(Value::as_array).map(|a| a.len());
+        if len("ids") != len("tokens") {
+            return Err(format!(
+                "post_processor special token {name:?}: `ids` and `tokens` differ in length"
+            ));
+        }
+    }
+    for key in ["single", "pair"] {
+        for piece in p.get(key).and_then(Value::as_array).into_iter().flatten() {
+            if let Some(id) = piece
+                .get("SpecialToken")
+                .and_then(|t| t.get("id"))
+                .and_then(Value::as_str)
+            {
+                if !specials.is_some_and(|m| m.contains_key(id)) {
+                    return Err(format!(
+                        "post_processor template `{key}` uses special token {id:?}, which is not \
+                         in its `special_tokens`"
+                    ));
+                }
+            }
+            let seq = piece
+                .get("Sequence")
+                .and_then(|t| t.get("id"))
+                .and_then(Value::as_str);
+            if key == "single" && seq == Some("B") {
+                return Err("post_processor template `single` uses sequence B".into());
+            }
+        }
+    }
     Ok(())
 }
 
