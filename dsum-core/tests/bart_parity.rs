@@ -61,7 +61,13 @@ fn tokenizer_matches_transformers() {
 
 #[test]
 fn logits_match_transformers() {
-    let mut models = Models::new("bart");
+    for device in common::devices() {
+        logits_match_transformers_on(device);
+    }
+}
+
+fn logits_match_transformers_on(device: dsum_core::backend::Device) {
+    let mut models = Models::on("bart", device);
     let cases = load_json("logits_cases.json");
     let cases = cases.as_array().unwrap();
     assert!(cases.len() >= 3);
@@ -98,7 +104,7 @@ fn logits_match_transformers() {
             &want,
             &|_| true,
             tol(err["encoder_last_hidden_state"].as_f64()),
-            &format!("{name} encoder hidden"),
+            &format!("{name} encoder hidden on {device}"),
         );
         let logits = m.forward(&flat, &mask, b, s, &dec.concat(), t).unwrap();
         let mut want = Vec::new();
@@ -108,14 +114,20 @@ fn logits_match_transformers() {
             &want,
             &|_| true,
             tol(err["logits"].as_f64()),
-            &format!("{name} logits"),
+            &format!("{name} logits on {device}"),
         );
     }
 }
 
 #[test]
 fn generation_matches_transformers() {
-    let mut models = Models::new("bart");
+    for device in common::devices() {
+        generation_matches_transformers_on(device);
+    }
+}
+
+fn generation_matches_transformers_on(device: dsum_core::backend::Device) {
+    let mut models = Models::on("bart", device);
     let cases = load_json("generate_cases.json");
     let cases = cases.as_array().unwrap();
     assert!(cases.len() >= 20);
@@ -158,7 +170,7 @@ fn generation_matches_transformers() {
     }
     assert!(
         failures.is_empty(),
-        "{} of {} cases differ:\n{}",
+        "{} of {} cases differ on {device}:\n{}",
         failures.len(),
         cases.len(),
         failures.join("\n")

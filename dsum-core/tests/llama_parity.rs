@@ -77,7 +77,13 @@ fn chat_templates_render_like_transformers() {
 
 #[test]
 fn logits_match_transformers_with_left_padding() {
-    let mut models = Models::new("llama");
+    for device in common::devices() {
+        logits_match_transformers_with_left_padding_on(device);
+    }
+}
+
+fn logits_match_transformers_with_left_padding_on(device: dsum_core::backend::Device) {
+    let mut models = Models::on("llama", device);
     let cases = common::load_json("llama", "logits_cases.json");
     let cases = cases.as_array().unwrap();
     assert!(cases.len() >= 4);
@@ -110,14 +116,20 @@ fn logits_match_transformers_with_left_padding() {
             &want,
             &keep,
             tol(c["ref_f32_error"].as_f64()),
-            &format!("{name} logits"),
+            &format!("{name} logits on {device}"),
         );
     }
 }
 
 #[test]
 fn generation_matches_transformers() {
-    let mut models = Models::new("llama");
+    for device in common::devices() {
+        generation_matches_transformers_on(device);
+    }
+}
+
+fn generation_matches_transformers_on(device: dsum_core::backend::Device) {
+    let mut models = Models::on("llama", device);
     let cases = common::load_json("llama", "generate_cases.json");
     let cases = cases.as_array().unwrap();
     assert!(cases.len() >= 20);
@@ -174,7 +186,7 @@ fn generation_matches_transformers() {
     }
     assert!(
         failures.is_empty(),
-        "{} of {} cases differ:\n{}",
+        "{} of {} cases differ on {device}:\n{}",
         failures.len(),
         cases.len(),
         failures.join("\n")

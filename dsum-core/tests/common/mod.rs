@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use dsum_core::backend::Device;
 use serde_json::Value;
 
 /// Tolerance for f32 values recomputed with another summation order (logits, scores) on a
@@ -74,24 +75,50 @@ pub fn check_close(
 /// Fixture models of one family, each loaded once.
 pub struct Models {
     family: &'static str,
+    device: Device,
     loaded: std::collections::HashMap<String, dsum_core::models::LoadedModel>,
 }
 
 impl Models {
     pub fn new(family: &'static str) -> Self {
+        Models::on(family, Device::Cpu)
+    }
+
+    /// The fixture models of `family`, loaded on `device`.
+    pub fn on(family: &'static str, device: Device) -> Self {
         Models {
             family,
+            device,
             loaded: Default::default(),
         }
     }
 
     pub fn get(&mut self, name: &str) -> &dsum_core::models::LoadedModel {
         let dir = fixtures(self.family).join("models").join(name);
+        let opts = dsum_core::models::LoadOptions {
+            device: self.device,
+            ..Default::default()
+        };
+        let device = self.device;
         self.loaded.entry(name.to_string()).or_insert_with(|| {
-            dsum_core::models::LoadedModel::load(&dir)
-                .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+            dsum_core::models::LoadedModel::load_with(&dir, opts, Ok)
+                .unwrap_or_else(|e| panic!("loading {name} on {device}: {e}"))
         })
     }
+}
+
+/// The devices "one test body runs on every device" covers: the CPU always, CUDA device 0
+/// when there is one (else a visible skip line).
+pub fn devices() -> Vec<Device> {
+    let mut all = vec![Device::Cpu];
+    if dsum_core::backend::Cuda::device_count() > 0 {
+        all.push(Device::Cuda(0));
+    } else {
+        eprintln!(
+            "skipped on CUDA: no CUDA device (or dsum-core built without the `cuda` feature)"
+        );
+    }
+    all
 }
 
 /// The checks every tokenize fixture case shares: ids with special tokens, ids truncated to
