@@ -44,10 +44,3 @@ extern "C" __global__ void grad_norm_total_f32(float* partial, int count) {
   ss = block_sum_f64(ss, scratch);
   if (threadIdx.x == 0) partial[count] = (float)sqrt(ss);
 }
-
-// x[n] *= s (the clip coefficient), rounded as the CPU's `*g *= coef`.
-extern "C" __global__ void scale_inplace_f32(float* x, float s, int n) {
-  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= (size_t)n) return;
-  x[i] = __fmul_rn(x[i], s);
-}

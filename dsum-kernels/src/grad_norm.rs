@@ -4,9 +4,9 @@
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
+use crate::elementwise::scale_inplace;
 use crate::error::{check_len, KernelError, Result};
 use crate::gpu::Gpu;
-use crate::launch::per_element;
 use crate::sources::GRAD_NORM;
 
 /// Threads per block of both reduction passes (`GRAD_NORM_THREADS` in the kernel).
@@ -100,26 +100,9 @@ pub fn clip_grad_norm(
     // coef == 1 multiplies by one: nothing to launch.
     if total.is_finite() && coef != 1.0 {
         for g in grads.iter_mut() {
-            scale_inplace(gpu, g, coef)?;
+            let n = g.len();
+            scale_inplace(gpu, g, coef, n)?;
         }
     }
     Ok(total)
-}
-
-/// x *= s, every element of `x`.
-pub fn scale_inplace(gpu: &Gpu, x: &mut CudaSlice<f32>, s: f32) -> Result<()> {
-    let n = x.len();
-    if n == 0 {
-        return Ok(());
-    }
-    let ni = i32::try_from(n).map_err(|_| KernelError::Shape {
-        op: "scale_inplace",
-        what: format!("{n} elements, at most {} supported", i32::MAX),
-    })?;
-    let f = gpu.function(&GRAD_NORM, "scale_inplace_f32")?;
-    let mut b = gpu.stream().launch_builder(&f);
-    b.arg(x).arg(&s).arg(&ni);
-    // SAFETY: one thread per element of x, bounds-checked.
-    unsafe { b.launch(per_element(n)) }?;
-    Ok(())
 }

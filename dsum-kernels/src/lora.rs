@@ -5,11 +5,10 @@
 //!
 //! Shapes: x `[M, in]`, A `[r, in]`, B `[out, r]`, y `[M, out]`, all row-major (PyTorch layout).
 
-use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::cublas::{Gemm, GemmConfig};
 use cudarc::driver::CudaSlice;
 
-use crate::error::{check_len, KernelError, Result};
+use crate::error::{check_len, Result};
+use crate::gemm::{matmul, Math};
 use crate::gpu::Gpu;
 
 /// y[M,out] += scaling · (x·Aᵀ)·Bᵀ; tmp[M,r] = x·Aᵀ is kept for [`lora_backward`].
@@ -34,16 +33,21 @@ pub fn lora_forward(
     check_len(op, "b", b.len(), out_f * r)?;
     check_len(op, "tmp", tmp.len(), m * r)?;
     // tmp = x · Aᵀ
-    gemm_rm(gpu, tmp, (x, false), (a, true), (m, r, in_f), 1.0, 0.0)?;
+    matmul(gpu, tmp, x, a, m, r, in_f, false, true, 1.0, 0.0, Math::F32)?;
     // y += scaling · tmp · Bᵀ (peft scales after lora_B; the CPU scales h first: same to f32)
-    gemm_rm(
+    matmul(
         gpu,
         y,
-        (&*tmp, false),
-        (b, true),
-        (m, out_f, r),
+        &*tmp,
+        b,
+        m,
+        out_f,
+        r,
+        false,
+        true,
         scaling,
         1.0,
+        Math::F32,
     )
 }
 
@@ -80,113 +84,66 @@ pub fn lora_backward(
     check_len(op, "tmp", tmp.len(), m * r)?;
     check_len(op, "scratch", scratch.len(), m * r)?;
     // dB += s · dyᵀ · tmp
-    gemm_rm(
+    matmul(
         gpu,
         db,
-        (dy, true),
-        (tmp, false),
-        (out_f, r, m),
+        dy,
+        tmp,
+        out_f,
+        r,
+        m,
+        true,
+        false,
         scaling,
         1.0,
+        Math::F32,
     )?;
     // dh = s · dy · B
-    gemm_rm(
+    matmul(
         gpu,
         scratch,
-        (dy, false),
-        (b, false),
-        (m, r, out_f),
+        dy,
+        b,
+        m,
+        r,
+        out_f,
+        false,
+        false,
         scaling,
         0.0,
+        Math::F32,
     )?;
     // dA += dhᵀ · x
-    gemm_rm(
+    matmul(
         gpu,
         da,
-        (&*scratch, true),
-        (x, false),
-        (r, in_f, m),
+        &*scratch,
+        x,
+        r,
+        in_f,
+        m,
+        true,
+        false,
         1.0,
         1.0,
+        Math::F32,
     )?;
     // dx += dh · A
     if let Some(dx) = dx {
-        gemm_rm(
+        matmul(
             gpu,
             dx,
-            (&*scratch, false),
-            (a, false),
-            (m, in_f, r),
+            &*scratch,
+            a,
+            m,
+            in_f,
+            r,
+            false,
+            false,
             1.0,
             1.0,
+            Math::F32,
         )?;
     }
-    Ok(())
-}
-
-/// c[M,N] = alpha · op(a)·op(b) + beta · c, every matrix row-major; `(a, true)` means `a` is
-/// stored `[K,M]` and used transposed, `(b, true)` that `b` is stored `[N,K]`.
-///
-/// cuBLAS is column-major, and a row-major `[R,C]` buffer is the column-major `[C,R]` matrix,
-/// so the row-major product is computed as cᵀ = op(b)ᵀ·op(a)ᵀ: operands swapped, M and N too.
-/// Private and minimal on purpose (`gemm.rs` is the general GEMM entry point).
-fn gemm_rm(
-    gpu: &Gpu,
-    c: &mut CudaSlice<f32>,
-    (a, a_t): (&CudaSlice<f32>, bool),
-    (b, b_t): (&CudaSlice<f32>, bool),
-    (m, n, k): (usize, usize, usize),
-    alpha: f32,
-    beta: f32,
-) -> Result<()> {
-    let op = "lora gemm";
-    check_len(op, "c", c.len(), m * n)?;
-    check_len(op, "a", a.len(), m * k)?;
-    check_len(op, "b", b.len(), k * n)?;
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        // An empty sum: c = beta · c. Done here rather than trusting cuBLAS with k = 0.
-        if beta == 0.0 {
-            gpu.stream().memset_zeros(&mut c.slice_mut(..m * n))?;
-        } else if beta != 1.0 {
-            return Err(KernelError::Shape {
-                op,
-                what: format!("k = 0 with beta = {beta}"),
-            });
-        }
-        return Ok(());
-    }
-    let int = |v: usize| {
-        i32::try_from(v).map_err(|_| KernelError::Shape {
-            op,
-            what: format!("dimension {v} exceeds cuBLAS's 32-bit range"),
-        })
-    };
-    let trans = |t: bool| {
-        if t {
-            cublasOperation_t::CUBLAS_OP_T
-        } else {
-            cublasOperation_t::CUBLAS_OP_N
-        }
-    };
-    let cfg = GemmConfig {
-        // Column-major: C' [N,M] = B' [N,K] · A' [K,M].
-        transa: trans(b_t),
-        transb: trans(a_t),
-        m: int(n)?,
-        n: int(m)?,
-        k: int(k)?,
-        alpha,
-        lda: int(if b_t { k } else { n })?,
-        ldb: int(if a_t { m } else { k })?,
-        beta,
-        ldc: int(n)?,
-    };
-    let blas = gpu.blas()?;
-    // SAFETY: the lengths checked above cover every element cuBLAS addresses: each operand is a
-    // dense row-major matrix of exactly the size its leading dimension implies.
-    unsafe { blas.gemm(cfg, b, a, c) }?;
     Ok(())
 }

@@ -39,11 +39,7 @@ pub const ADAMW: Source = Source {
 pub const GRAD_NORM: Source = Source {
     name: "grad_norm",
     code: include_str!("../kernels/grad_norm.cu"),
-    kernels: &[
-        "grad_norm_partial_f32",
-        "grad_norm_total_f32",
-        "scale_inplace_f32",
-    ],
+    kernels: &["grad_norm_partial_f32", "grad_norm_total_f32"],
 };
 
 pub const LAYERNORM: Source = Source {
