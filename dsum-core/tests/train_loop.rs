@@ -118,7 +118,7 @@ impl Trainable for Bigram {
         }
         Ok(l)
     }
-    fn eval_loss(&self, batch: &Batch) -> Result<LossSum> {
+    fn eval_loss(&mut self, batch: &Batch) -> Result<LossSum> {
         let mut me = Bigram {
             params: Vec::new(),
             dropout: None,
@@ -431,7 +431,7 @@ impl Trainable for NoDropout {
     fn accumulate(&mut self, batch: &Batch, scale: f32) -> Result<LossSum> {
         self.0.accumulate(batch, scale)
     }
-    fn eval_loss(&self, batch: &Batch) -> Result<LossSum> {
+    fn eval_loss(&mut self, batch: &Batch) -> Result<LossSum> {
         self.0.eval_loss(batch)
     }
     fn merged_weights(&self) -> Result<Vec<(String, Weight)>> {

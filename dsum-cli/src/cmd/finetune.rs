@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use argh::FromArgs;
+use dsum_core::backend::Device;
 use dsum_core::io::checkpoint::Checkpoint;
 use dsum_core::lora::adapter::{linear_modules, match_targets};
 use dsum_core::lora::config::{LoraConfig, Targets};
-use dsum_core::models::LoadedModel;
+use dsum_core::models::{LoadOptions, LoadedModel};
 use dsum_core::prompt::{PromptBuilder, DEFAULT_SYSTEM_PROMPT, DEFAULT_USER_TEMPLATE};
 use dsum_core::rouge::{final_score, mean, Flavor, Scorer, Scores, Tokenize};
 use dsum_core::tokenizer::Tokenizer;
@@ -28,10 +29,9 @@ use dsum_core::train::Trainable;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::common::{interrupt_flag, parse_device, set_threads};
+use super::common::{interrupt_flag, load_options, set_threads};
 use super::gen_flags::PromptFlags;
 use super::summarize::Summarizer;
-use dsum_core::backend::Device;
 
 /// fine-tune a model (LoRA, QLoRA or full) on a competition CSV
 #[derive(FromArgs)]
@@ -52,9 +52,13 @@ pub struct FinetuneArgs {
     /// worker threads (default: all cores)
     #[argh(option)]
     pub threads: Option<usize>,
-    /// where training runs: cpu (default); cuda / cuda:N are not implemented yet
+    /// where training runs: cpu (default), cuda or cuda:N (Llama-family models; BART trains
+    /// on the CPU only for now)
     #[argh(option)]
     pub device: Option<String>,
+    /// CUDA: TF32 tensor-core matmuls for the f32 weights (faster; no longer bit-exact)
+    #[argh(switch)]
+    pub tf32: bool,
     /// no progress bar
     #[argh(switch)]
     pub quiet: bool,
@@ -468,6 +472,8 @@ fn model_info(dir: &Path) -> Result<ModelInfo> {
 
 struct RougeEval {
     base_dir: PathBuf,
+    /// Generation runs where training does.
+    load: LoadOptions,
     rows: Vec<Row>,
     kwargs: Value,
     system: String,
@@ -481,7 +487,7 @@ impl RougeEval {
     fn score(&mut self, model: &dyn Trainable) -> Result<RougeResult> {
         let weights = model.merged_weights()?;
         let dir = self.base_dir.display().to_string();
-        let lm = LoadedModel::load_with(&self.base_dir, Default::default(), move |_| {
+        let lm = LoadedModel::load_with(&self.base_dir, self.load, move |_| {
             Ok(Checkpoint::from_weights(dir, weights.into_iter().collect()))
         })?;
         let (gen, user_max) = super::common::generation_config(&lm, &self.kwargs)?;
@@ -586,8 +592,10 @@ fn bar(quiet: bool) -> indicatif::ProgressBar {
 // ---- the verb -----------------------------------------------------------------------------
 
 pub fn run(args: FinetuneArgs) -> Result<()> {
-    if parse_device(args.device.as_deref())? != Device::Cpu {
-        bail!("fine-tuning on CUDA is not implemented yet; use --device cpu");
+    let load = load_options(false, args.device.as_deref(), args.tf32)?;
+    if let Device::Cuda(n) = load.device {
+        // A build without CUDA, or no driver / device: say so before reading anything.
+        dsum_core::backend::Cuda::open(n).with_context(|| format!("--device {}", load.device))?;
     }
     set_threads(args.threads)?;
     let source = args.config.display().to_string();
@@ -715,13 +723,19 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             a.config.use_rslora
         );
     }
-    let mut model = dsum_core::train::models::build_method(&model_dir, &method, cfg.train.seed)
-        .with_context(|| {
-            format!(
-                "cannot build the trainable model from {}",
-                model_dir.display()
-            )
-        })?;
+    let mut model = dsum_core::train::models::build_method(
+        &model_dir,
+        &method,
+        cfg.train.seed,
+        load.device,
+        load.tf32,
+    )
+    .with_context(|| {
+        format!(
+            "cannot build the trainable model from {}",
+            model_dir.display()
+        )
+    })?;
 
     let mut evaluator = match (&dev_rows, cfg.eval.rouge) {
         (Some(rows), true) => {
@@ -740,6 +754,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             let limit = cfg.eval.limit.unwrap_or(usize::MAX);
             Some(RougeEval {
                 base_dir: model_dir.clone(),
+                load,
                 rows: rows.iter().take(limit).cloned().collect(),
                 kwargs: json!({
                     "num_beams": cfg.eval.num_beams,
@@ -899,7 +914,7 @@ mod tests {
         fn accumulate(&mut self, _: &Batch, _: f32) -> dsum_core::Result<LossSum> {
             Ok(LossSum::default())
         }
-        fn eval_loss(&self, _: &Batch) -> dsum_core::Result<LossSum> {
+        fn eval_loss(&mut self, _: &Batch) -> dsum_core::Result<LossSum> {
             Ok(LossSum::default())
         }
         fn merged_weights(&self) -> dsum_core::Result<Vec<(String, Weight)>> {
@@ -935,6 +950,7 @@ mod tests {
             .collect();
         let mut ev = RougeEval {
             base_dir: dir.clone(),
+            load: LoadOptions::default(),
             rows: rows.clone(),
             kwargs: json!({"num_beams": 1, "max_new_tokens": 8}),
             system: String::new(),

@@ -31,10 +31,10 @@ use crate::tensor::Weight;
 /// One CUDA device, opened once; clones share it.
 #[derive(Clone)]
 pub struct Cuda {
-    gpu: Arc<Gpu>,
-    math: Math,
+    pub(super) gpu: Arc<Gpu>,
+    pub(super) math: Math,
     /// Dequantization buffers of the NF4 GEMM path, grown on demand.
-    nf4: Arc<Mutex<Nf4Scratch>>,
+    pub(super) nf4: Arc<Mutex<Nf4Scratch>>,
 }
 
 impl Cuda {
@@ -97,7 +97,7 @@ impl Cuda {
 }
 
 /// A weight on the device.
-enum DeviceWeight {
+pub(super) enum DeviceWeight {
     F32(CudaSlice<f32>),
     Nf4(Box<Nf4Weight>),
 }
@@ -126,7 +126,7 @@ pub struct CudaInputs {
     mask: CudaSlice<u8>,
 }
 
-fn act(a: Activation) -> Act {
+pub(super) fn act(a: Activation) -> Act {
     match a {
         Activation::Gelu => Act::Gelu,
         Activation::GeluTanh => Act::GeluTanh,
@@ -136,7 +136,7 @@ fn act(a: Activation) -> Act {
 }
 
 /// The NF4 tensor's buffers as dsum-kernels reads them (bitsandbytes' layout either side).
-fn nf4_parts(t: &Nf4Tensor, rows: usize, cols: usize) -> Nf4Parts<'_> {
+pub(super) fn nf4_parts(t: &Nf4Tensor, rows: usize, cols: usize) -> Nf4Parts<'_> {
     let absmax = match t.absmax() {
         Absmax::Plain(a) => Nf4Absmax::F32(a),
         Absmax::Double(d) => Nf4Absmax::Double {

@@ -6,14 +6,22 @@
 //! [`Cuda::open`] answers [`Error::NotCompiledWithCuda`] and no value of it can exist.
 
 mod cpu;
+mod cpu_train;
 #[cfg(feature = "dsum-kernels")]
 mod cuda;
 #[cfg(not(feature = "dsum-kernels"))]
 #[path = "cuda_stub.rs"]
 mod cuda;
+#[cfg(feature = "dsum-kernels")]
+mod cuda_train;
+
+pub mod train;
 
 pub use cpu::{Cpu, CpuKv, CpuLinear};
+pub use cpu_train::CpuBatch;
 pub use cuda::Cuda;
+#[cfg(feature = "dsum-kernels")]
+pub use cuda_train::{CudaBatch, CudaLinCache, CudaSlot, CudaTrainLinear};
 
 use core::fmt;
 use core::str::FromStr;

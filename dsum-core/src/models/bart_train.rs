@@ -808,7 +808,7 @@ impl Trainable for BartTrain {
         Ok(LossSum { sum, tokens })
     }
 
-    fn eval_loss(&self, b: &Batch) -> Result<LossSum> {
+    fn eval_loss(&mut self, b: &Batch) -> Result<LossSum> {
         let f = self.forward(b, false)?;
         let (logits, _) = self.logits(&f.out, b.rows * b.dec_cols);
         let (sum, tokens) = cross_entropy_loss(&logits, &b.labels, self.config.vocab_size)

@@ -2,19 +2,19 @@
 //! that keeps what the backward pass needs, and that backward pass, written by hand
 //! (llm.c style). Trainable weights are whatever the [`Setup`] makes them: LoRA adapters on
 //! frozen (or NF4) bases, or every weight for full fine-tuning.
+//!
+//! The passes are written once over a [`TrainBackend`]: the CPU by default, the GPU with
+//! [`LlamaTrain::load_on`] and a CUDA backend.
 
 use super::llama::{Family, LlamaConfig};
+use crate::backend::train::TrainBackend;
+use crate::backend::Cpu;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
-use crate::ops::activation::{glu_backward, glu_forward, Activation};
-use crate::ops::attention::{attention_backward_rows, attention_train_forward_rows, TrainAttn};
-use crate::ops::cross_entropy::{cross_entropy_backward, cross_entropy_loss};
-use crate::ops::embedding::{embedding_backward, embedding_forward};
-use crate::ops::matmul::{linear_backward, linear_forward};
-use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward_train};
-use crate::ops::rope::{inv_freq, rope_backward, rope_forward};
+use crate::ops::activation::Activation;
+use crate::ops::attention::TrainAttn;
+use crate::ops::rope::inv_freq;
 use crate::tensor::Weight;
-use crate::train::linear::{LinearCache, Slot, TrainLinear};
 use crate::train::setup::{check_targets, make_linear, make_slot, Setup};
 use crate::train::{Batch, LossSum, Param, Trainable, IGNORE};
 
@@ -29,116 +29,119 @@ pub const LLAMA_LINEAR: [&str; 7] = [
     "down_proj",
 ];
 
-struct Layer {
-    ln1: Slot,
-    q: TrainLinear,
-    k: TrainLinear,
-    v: TrainLinear,
-    o: TrainLinear,
-    q_norm: Option<Slot>,
-    k_norm: Option<Slot>,
-    ln2: Slot,
-    gate: TrainLinear,
-    up: TrainLinear,
-    down: TrainLinear,
+struct Layer<B: TrainBackend> {
+    ln1: B::Slot,
+    q: B::Linear,
+    k: B::Linear,
+    v: B::Linear,
+    o: B::Linear,
+    q_norm: Option<B::Slot>,
+    k_norm: Option<B::Slot>,
+    ln2: B::Slot,
+    gate: B::Linear,
+    up: B::Linear,
+    down: B::Linear,
 }
 
-pub struct LlamaTrain {
+impl<B: TrainBackend> Layer<B> {
+    fn slots_mut(&mut self) -> impl Iterator<Item = &mut B::Slot> {
+        [
+            Some(&mut self.ln1),
+            self.q_norm.as_mut(),
+            self.k_norm.as_mut(),
+            Some(&mut self.ln2),
+        ]
+        .into_iter()
+        .flatten()
+    }
+    fn linears_mut(&mut self) -> [&mut B::Linear; 7] {
+        [
+            &mut self.q,
+            &mut self.k,
+            &mut self.v,
+            &mut self.o,
+            &mut self.gate,
+            &mut self.up,
+            &mut self.down,
+        ]
+    }
+}
+
+pub struct LlamaTrain<B: TrainBackend = Cpu> {
     pub config: LlamaConfig,
+    backend: B,
     act: Activation,
-    embed: Slot,
-    layers: Vec<Layer>,
-    norm: Slot,
+    embed: B::Slot,
+    layers: Vec<Layer<B>>,
+    norm: B::Slot,
     /// Untied output projection (None: tied to `embed`).
-    lm_head: Option<TrainLinear>,
-    inv_freq: Vec<f32>,
+    lm_head: Option<B::Linear>,
+    inv_freq: B::T,
     dropout_seed: Option<u64>,
+    /// The host values changed (optimizer step, resume) since the backend last copied them.
+    stale: bool,
 }
 
 /// Activations of one layer kept for the backward pass.
-struct LayerCache {
-    x_in: Vec<f32>,
-    n1: Vec<f32>,
-    rstd1: Vec<f32>,
+struct LayerCache<B: TrainBackend> {
+    x_in: B::T,
+    n1: B::T,
+    rstd1: B::T,
     /// Qwen3: q/k before their per-head RMSNorm, and its 1/rms.
-    q_pre: Vec<f32>,
-    rq: Vec<f32>,
-    k_pre: Vec<f32>,
-    rk: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    probs: Vec<Vec<f32>>,
-    att: Vec<f32>,
-    cq: LinearCache,
-    ck: LinearCache,
-    cv: LinearCache,
-    co: LinearCache,
-    h1: Vec<f32>,
-    n2: Vec<f32>,
-    rstd2: Vec<f32>,
-    g: Vec<f32>,
-    u: Vec<f32>,
-    a: Vec<f32>,
-    cg: LinearCache,
-    cu: LinearCache,
-    cd: LinearCache,
-}
-
-/// Rows of the MLP's elementwise passes per parallel task.
-const GLU_ROWS: usize = 32;
-
-/// [`glu_forward`] over row blocks, in parallel with the `rayon` feature (it evaluates an
-/// exp per element of the [N, F] intermediate: serial, it would idle the other cores).
-fn glu_forward_rows(a: &mut [f32], g: &[f32], u: &[f32], f: usize, act: Activation) {
-    let ch = GLU_ROWS * f.max(1);
-    #[cfg(feature = "rayon")]
-    {
-        use rayon::prelude::*;
-        a.par_chunks_mut(ch)
-            .zip(g.par_chunks(ch).zip(u.par_chunks(ch)))
-            .for_each(|(a, (g, u))| glu_forward(a, g, u, act));
-    }
-    #[cfg(not(feature = "rayon"))]
-    a.chunks_mut(ch)
-        .zip(g.chunks(ch).zip(u.chunks(ch)))
-        .for_each(|(a, (g, u))| glu_forward(a, g, u, act));
-}
-
-/// [`glu_backward`] over row blocks, like [`glu_forward_rows`].
-fn glu_backward_rows(
-    dg: &mut [f32],
-    du: &mut [f32],
-    da: &[f32],
-    (g, u): (&[f32], &[f32]),
-    f: usize,
-    act: Activation,
-) {
-    let ch = GLU_ROWS * f.max(1);
-    #[cfg(feature = "rayon")]
-    {
-        use rayon::prelude::*;
-        dg.par_chunks_mut(ch)
-            .zip(du.par_chunks_mut(ch))
-            .zip(
-                da.par_chunks(ch)
-                    .zip(g.par_chunks(ch).zip(u.par_chunks(ch))),
-            )
-            .for_each(|((dg, du), (da, (g, u)))| glu_backward(dg, du, da, g, u, act));
-    }
-    #[cfg(not(feature = "rayon"))]
-    dg.chunks_mut(ch)
-        .zip(du.chunks_mut(ch))
-        .zip(da.chunks(ch).zip(g.chunks(ch).zip(u.chunks(ch))))
-        .for_each(|((dg, du), (da, (g, u)))| glu_backward(dg, du, da, g, u, act));
+    q_pre: Option<(B::T, B::T)>,
+    k_pre: Option<(B::T, B::T)>,
+    q: B::T,
+    k: B::T,
+    v: B::T,
+    probs: B::Probs,
+    att: B::T,
+    cq: B::LinCache,
+    ck: B::LinCache,
+    cv: B::LinCache,
+    co: B::LinCache,
+    h1: B::T,
+    n2: B::T,
+    rstd2: B::T,
+    g: B::T,
+    u: B::T,
+    a: B::T,
+    cg: B::LinCache,
+    cu: B::LinCache,
+    cd: B::LinCache,
 }
 
 fn seed_for(seed: Option<u64>, layer: usize, slot: u64) -> Option<u64> {
     seed.map(|s| s ^ ((layer as u64 + 1) << 32) ^ slot.wrapping_mul(0x9E37_79B9))
 }
 
-impl LlamaTrain {
+fn slot_param<B: TrainBackend>(s: &B::Slot) -> Option<&Param> {
+    B::host_slot(s).param()
+}
+fn slot_param_mut<B: TrainBackend>(s: &mut B::Slot) -> Option<&mut Param> {
+    B::host_slot_mut(s).param_mut()
+}
+fn linear_params<B: TrainBackend>(l: &B::Linear) -> Vec<&Param> {
+    B::host_linear(l).params()
+}
+fn linear_params_mut<B: TrainBackend>(l: &mut B::Linear) -> Vec<&mut Param> {
+    B::host_linear_mut(l).params_mut()
+}
+
+impl LlamaTrain<Cpu> {
+    /// Load for training on the CPU.
     pub fn load(config: LlamaConfig, ck: &Checkpoint, setup: &Setup) -> Result<Self> {
+        Self::load_on(Cpu, config, ck, setup)
+    }
+}
+
+impl<B: TrainBackend> LlamaTrain<B> {
+    /// Load for training on `backend` (weights made resident there once).
+    pub fn load_on(
+        backend: B,
+        config: LlamaConfig,
+        ck: &Checkpoint,
+        setup: &Setup,
+    ) -> Result<Self> {
         let family = config.family().map_err(|m| Error::config(ck.path(), m))?;
         let c = &config;
         let (hs, v, f) = (c.hidden_size, c.vocab_size, c.intermediate_size);
@@ -160,12 +163,14 @@ impl LlamaTrain {
         }
         check_targets(setup, &modules, &LLAMA_LINEAR)?;
         let lin = |name: &str, out, inp, bias| {
-            make_linear(ck, name, out, inp, bias, setup, &LLAMA_LINEAR)
+            backend.linear(make_linear(ck, name, out, inp, bias, setup, &LLAMA_LINEAR)?)
         };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            let norm = |n: &str, d: usize| make_slot(ck, &format!("{p}.{n}.weight"), &[d], setup);
+            let norm = |n: &str, d: usize| {
+                backend.slot(make_slot(ck, &format!("{p}.{n}.weight"), &[d], setup)?)
+            };
             let qwen3 = family == Family::Qwen3;
             layers.push(Layer {
                 ln1: norm("input_layernorm", hs)?,
@@ -207,17 +212,22 @@ impl LlamaTrain {
             if s.kind != crate::train::setup::Kind::Full {
                 s.kind = crate::train::setup::Kind::Lora;
             }
-            Some(make_linear(ck, "lm_head", v, hs, false, &s, &[])?)
+            Some(backend.linear(make_linear(ck, "lm_head", v, hs, false, &s, &[])?)?)
         };
+        let embed = backend.slot(make_slot(ck, "model.embed_tokens.weight", &[v, hs], setup)?)?;
+        let norm = backend.slot(make_slot(ck, "model.norm.weight", &[hs], setup)?)?;
+        let inv_freq = backend.upload(&inv_freq(dh, c.rope_theta, c.rope_scaling.as_ref())?)?;
         Ok(LlamaTrain {
             act: Activation::from_name(&c.hidden_act)?,
-            embed: make_slot(ck, "model.embed_tokens.weight", &[v, hs], setup)?,
-            norm: make_slot(ck, "model.norm.weight", &[hs], setup)?,
+            embed,
+            norm,
             lm_head,
-            inv_freq: inv_freq(dh, c.rope_theta, c.rope_scaling.as_ref())?,
+            inv_freq,
             layers,
             config,
+            backend,
             dropout_seed: None,
+            stale: false,
         })
     }
 
@@ -259,62 +269,9 @@ impl LlamaTrain {
         t
     }
 
-    /// Per-head RMSNorm (Qwen3 q_norm / k_norm) then RoPE at each row's position.
-    fn norm_rope(&self, x: &mut [f32], heads: usize, w: Option<&Slot>, cols: usize) -> Vec<f32> {
-        let dh = self.config.head_dim();
-        let mut rstd = Vec::new();
-        if let Some(w) = w {
-            let pre = x.to_vec();
-            rstd = rmsnorm_forward_train(x, &pre, w.data(), dh, self.config.rms_norm_eps);
-        }
-        for (i, head) in x.chunks_exact_mut(dh).enumerate() {
-            rope_forward(head, &self.inv_freq, (i / heads) % cols);
-        }
-        rstd
-    }
-
-    /// Backward of [`Self::norm_rope`]: `d` is the gradient w.r.t. the output; returns the
-    /// gradient w.r.t. the input.
-    fn norm_rope_backward(
-        &self,
-        mut d: Vec<f32>,
-        heads: usize,
-        w: Option<&mut Slot>,
-        pre: &[f32],
-        rstd: &[f32],
-        cols: usize,
-    ) -> Vec<f32> {
-        let dh = self.config.head_dim();
-        for (i, head) in d.chunks_exact_mut(dh).enumerate() {
-            rope_backward(head, &self.inv_freq, (i / heads) % cols);
-        }
-        match w {
-            Some(w) => {
-                let wv = w.data().to_vec();
-                let mut dx = vec![0f32; d.len()];
-                rmsnorm_backward(&mut dx, w.grad_mut(), &d, pre, rstd, &wv, dh);
-                dx
-            }
-            None => d,
-        }
-    }
-
-    /// Teacher-forced forward; returns the final hidden states (normed) [N, C], the input
-    /// of the final norm, its 1/rms, and the per-layer caches.
-    #[allow(clippy::type_complexity)]
-    fn forward(
-        &self,
-        b: &Batch,
-        keep: bool,
-    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<LayerCache>)> {
-        self.check_batch(b)?;
-        let (hs, h, kv, dh, _) = self.dims();
-        let eps = self.config.rms_norm_eps;
-        let (rows, cols) = (b.rows, b.cols);
-        let n = rows * cols;
-        let mut x = vec![0f32; n * hs];
-        embedding_forward(&mut x, &b.input_ids, self.embed.data(), hs, 1.0)?;
-        let attn = TrainAttn {
+    fn attn(&self, cols: usize) -> TrainAttn {
+        let (_, h, kv, dh, _) = self.dims();
+        TrainAttn {
             t: cols,
             s: cols,
             h,
@@ -322,55 +279,138 @@ impl LlamaTrain {
             dh,
             causal: true,
             scale: (dh as f32).powf(-0.5),
-        };
+        }
+    }
+
+    /// The backend's copies := the host values, when the loop changed them.
+    fn refresh(&mut self) -> Result<()> {
+        if !self.stale {
+            return Ok(());
+        }
+        let bk = &self.backend;
+        bk.push_slot(&mut self.embed)?;
+        bk.push_slot(&mut self.norm)?;
+        if let Some(h) = &mut self.lm_head {
+            bk.push_linear(h)?;
+        }
+        for l in &mut self.layers {
+            for s in l.slots_mut() {
+                bk.push_slot(s)?;
+            }
+            for lin in l.linears_mut() {
+                bk.push_linear(lin)?;
+            }
+        }
+        self.stale = false;
+        Ok(())
+    }
+
+    /// Host gradients += the backend's (a no-op on the CPU, where they are the same).
+    fn pull_grads(&mut self) -> Result<()> {
+        let bk = &self.backend;
+        bk.pull_slot(&mut self.embed)?;
+        bk.pull_slot(&mut self.norm)?;
+        if let Some(h) = &mut self.lm_head {
+            bk.pull_linear(h)?;
+        }
+        for l in &mut self.layers {
+            for s in l.slots_mut() {
+                bk.pull_slot(s)?;
+            }
+            for lin in l.linears_mut() {
+                bk.pull_linear(lin)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Per-head RMSNorm (Qwen3 q_norm / k_norm) then RoPE at each row's position; returns
+    /// the input of the norm and its 1/rms when there is one.
+    fn norm_rope(
+        &self,
+        x: &mut B::T,
+        heads: usize,
+        w: Option<&B::Slot>,
+        bt: &B::Batch,
+    ) -> Result<Option<(B::T, B::T)>> {
+        let dh = self.config.head_dim();
+        let mut pre = None;
+        if let Some(w) = w {
+            let (y, rstd) = self.backend.rmsnorm(x, w, dh, self.config.rms_norm_eps)?;
+            pre = Some((std::mem::replace(x, y), rstd));
+        }
+        self.backend.rope(x, &self.inv_freq, bt, heads, dh)?;
+        Ok(pre)
+    }
+
+    /// Backward of [`Self::norm_rope`]: `d` is the gradient w.r.t. the output; returns the
+    /// gradient w.r.t. the input.
+    fn norm_rope_backward(
+        &self,
+        mut d: B::T,
+        heads: usize,
+        w: Option<&mut B::Slot>,
+        pre: Option<&(B::T, B::T)>,
+        (bt, n): (&B::Batch, usize),
+    ) -> Result<B::T> {
+        let bk = &self.backend;
+        let dh = self.config.head_dim();
+        bk.rope_backward(&mut d, &self.inv_freq, bt, heads, dh)?;
+        match (w, pre) {
+            (Some(w), Some((x, rstd))) => {
+                let mut dx = bk.zeros(n * heads * dh)?;
+                bk.rmsnorm_backward(&mut dx, w, &d, x, rstd, dh)?;
+                Ok(dx)
+            }
+            _ => Ok(d),
+        }
+    }
+
+    /// Teacher-forced forward; returns the final hidden states (normed) [N, C], the input
+    /// of the final norm, its 1/rms, and the per-layer caches (when `keep`).
+    #[allow(clippy::type_complexity)]
+    fn forward(
+        &self,
+        bt: &B::Batch,
+        (rows, cols): (usize, usize),
+        keep: bool,
+    ) -> Result<(B::T, B::T, B::T, Vec<LayerCache<B>>)> {
+        let bk = &self.backend;
+        let (hs, h, kv, ..) = self.dims();
+        let eps = self.config.rms_norm_eps;
+        let n = rows * cols;
+        let mut x = bk.embedding(&self.embed, bt, hs)?;
+        let attn = self.attn(cols);
         let mut caches = Vec::new();
         // Dropout only while training (`keep`); evaluation is deterministic.
         let seed = if keep { self.dropout_seed } else { None };
         for (li, l) in self.layers.iter().enumerate() {
             let sd = |slot| seed_for(seed, li, slot);
-            let mut n1 = vec![0f32; n * hs];
-            let rstd1 = rmsnorm_forward_train(&mut n1, &x, l.ln1.data(), hs, eps);
-            let (mut q, cq) = l.q.forward(&n1, n, sd(0));
-            let (mut k, ck) = l.k.forward(&n1, n, sd(1));
-            let (v, cv) = l.v.forward(&n1, n, sd(2));
-            let (q_pre, k_pre) = if l.q_norm.is_some() {
-                (q.clone(), k.clone())
-            } else {
-                (Vec::new(), Vec::new())
-            };
-            let rq = self.norm_rope(&mut q, h, l.q_norm.as_ref(), cols);
-            let rk = self.norm_rope(&mut k, kv, l.k_norm.as_ref(), cols);
-            let mut att = vec![0f32; n * h * dh];
-            let probs = attention_train_forward_rows(
-                &mut att,
-                &q,
-                &k,
-                &v,
-                Some(&b.attention_mask),
-                rows,
-                &attn,
-            );
-            let (o, co) = l.o.forward(&att, n, sd(3));
-            let mut h1 = x.clone();
-            h1.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-            let mut n2 = vec![0f32; n * hs];
-            let rstd2 = rmsnorm_forward_train(&mut n2, &h1, l.ln2.data(), hs, eps);
-            let (g, cg) = l.gate.forward(&n2, n, sd(4));
-            let (u, cu) = l.up.forward(&n2, n, sd(5));
-            let mut a = vec![0f32; g.len()];
-            glu_forward_rows(&mut a, &g, &u, self.config.intermediate_size, self.act);
-            let (d, cd) = l.down.forward(&a, n, sd(6));
-            let mut x_out = h1.clone();
-            x_out.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+            let (n1, rstd1) = bk.rmsnorm(&x, &l.ln1, hs, eps)?;
+            let (mut q, cq) = bk.linear_forward(&l.q, &n1, n, sd(0))?;
+            let (mut k, ck) = bk.linear_forward(&l.k, &n1, n, sd(1))?;
+            let (v, cv) = bk.linear_forward(&l.v, &n1, n, sd(2))?;
+            let q_pre = self.norm_rope(&mut q, h, l.q_norm.as_ref(), bt)?;
+            let k_pre = self.norm_rope(&mut k, kv, l.k_norm.as_ref(), bt)?;
+            let (att, probs) = bk.attention(&q, &k, &v, bt, &attn)?;
+            let (o, co) = bk.linear_forward(&l.o, &att, n, sd(3))?;
+            let mut h1 = bk.copy(&x)?;
+            bk.add(&mut h1, &o)?;
+            let (n2, rstd2) = bk.rmsnorm(&h1, &l.ln2, hs, eps)?;
+            let (g, cg) = bk.linear_forward(&l.gate, &n2, n, sd(4))?;
+            let (u, cu) = bk.linear_forward(&l.up, &n2, n, sd(5))?;
+            let a = bk.glu(&g, &u, self.config.intermediate_size, self.act)?;
+            let (d, cd) = bk.linear_forward(&l.down, &a, n, sd(6))?;
+            let mut x_out = bk.copy(&h1)?;
+            bk.add(&mut x_out, &d)?;
+            let x_in = std::mem::replace(&mut x, x_out);
             if keep {
                 caches.push(LayerCache {
-                    x_in: std::mem::take(&mut x),
+                    x_in,
                     n1,
                     rstd1,
                     q_pre,
-                    rq,
                     k_pre,
-                    rk,
                     q,
                     k,
                     v,
@@ -391,69 +431,135 @@ impl LlamaTrain {
                     cd,
                 });
             }
-            x = x_out;
         }
-        let mut nf = vec![0f32; n * hs];
-        let rstd = rmsnorm_forward_train(&mut nf, &x, self.norm.data(), hs, eps);
+        let (nf, rstd) = bk.rmsnorm(&x, &self.norm, hs, eps)?;
         Ok((nf, x, rstd, caches))
     }
 
-    fn logits(&self, nf: &[f32], n: usize) -> (Vec<f32>, LinearCache) {
+    fn logits(&self, nf: &B::T, n: usize) -> Result<(B::T, Option<B::LinCache>)> {
         let (hs, .., v) = self.dims();
-        match &self.lm_head {
-            Some(head) => head.forward(nf, n, None),
-            None => {
-                let mut logits = vec![0f32; n * v];
-                linear_forward(&mut logits, nf, self.embed.data(), None, n, hs, v);
-                (logits, LinearCache::default())
+        Ok(match &self.lm_head {
+            Some(head) => {
+                let (y, c) = self.backend.linear_forward(head, nf, n, None)?;
+                (y, Some(c))
             }
+            None => (self.backend.tied_logits(nf, &self.embed, n, hs, v)?, None),
+        })
+    }
+
+    fn batch_of(&self, b: &Batch) -> Result<B::Batch> {
+        self.check_batch(b)?;
+        let t = Self::targets(b);
+        self.backend
+            .batch(&b.input_ids, &b.attention_mask, &t, b.rows, b.cols)
+    }
+
+    fn accumulate_on(&mut self, b: &Batch, scale: f32) -> Result<LossSum> {
+        let (hs, h, kv, dh, v) = self.dims();
+        let (rows, cols) = (b.rows, b.cols);
+        let n = rows * cols;
+        self.refresh()?;
+        let bt = self.batch_of(b)?;
+        let (nf, x_last, rstd, caches) = self.forward(&bt, (rows, cols), true)?;
+        let (mut logits, chead) = self.logits(&nf, n)?;
+        let bk = &self.backend;
+        let (sum, tokens) = bk.cross_entropy_backward(&mut logits, &bt, v, scale)?;
+        // Output projection.
+        let mut dnf = bk.zeros(n * hs)?;
+        match (&mut self.lm_head, &chead) {
+            (Some(head), Some(c)) => {
+                bk.linear_backward(head, Some(&mut dnf), &logits, &nf, c, n)?
+            }
+            _ => bk.tied_logits_backward(&mut dnf, &mut self.embed, &logits, &nf, n, hs, v)?,
         }
+        drop(logits);
+        let mut dx = bk.zeros(n * hs)?;
+        bk.rmsnorm_backward(&mut dx, &mut self.norm, &dnf, &x_last, &rstd, hs)?;
+        let attn = self.attn(cols);
+        let f = self.config.intermediate_size;
+        for (li, c) in caches.iter().enumerate().rev() {
+            let bk = &self.backend;
+            // x_out = h1 + down(glu(gate(n2), up(n2))), n2 = rms(h1)
+            let mut da = bk.zeros(n * f)?;
+            let l = &mut self.layers[li];
+            bk.linear_backward(&mut l.down, Some(&mut da), &dx, &c.a, &c.cd, n)?;
+            let (dg, du) = bk.glu_backward(&da, &c.g, &c.u, f, self.act)?;
+            let mut dn2 = bk.zeros(n * hs)?;
+            bk.linear_backward(&mut l.gate, Some(&mut dn2), &dg, &c.n2, &c.cg, n)?;
+            bk.linear_backward(&mut l.up, Some(&mut dn2), &du, &c.n2, &c.cu, n)?;
+            bk.rmsnorm_backward(&mut dx, &mut l.ln2, &dn2, &c.h1, &c.rstd2, hs)?;
+            // h1 = x_in + o(attn(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rms(x_in)
+            let mut datt = bk.zeros(n * h * dh)?;
+            bk.linear_backward(&mut l.o, Some(&mut datt), &dx, &c.att, &c.co, n)?;
+            let (dq, dk, dv) =
+                bk.attention_backward(&datt, &c.probs, &c.q, &c.k, &c.v, &bt, &attn)?;
+            let (mut qn, mut kn) = (l.q_norm.take(), l.k_norm.take());
+            let dq = self.norm_rope_backward(dq, h, qn.as_mut(), c.q_pre.as_ref(), (&bt, n));
+            let dk = self.norm_rope_backward(dk, kv, kn.as_mut(), c.k_pre.as_ref(), (&bt, n));
+            let l = &mut self.layers[li];
+            (l.q_norm, l.k_norm) = (qn, kn);
+            let (dq, dk) = (dq?, dk?);
+            let bk = &self.backend;
+            let mut dn1 = bk.zeros(n * hs)?;
+            bk.linear_backward(&mut l.q, Some(&mut dn1), &dq, &c.n1, &c.cq, n)?;
+            bk.linear_backward(&mut l.k, Some(&mut dn1), &dk, &c.n1, &c.ck, n)?;
+            bk.linear_backward(&mut l.v, Some(&mut dn1), &dv, &c.n1, &c.cv, n)?;
+            bk.rmsnorm_backward(&mut dx, &mut l.ln1, &dn1, &c.x_in, &c.rstd1, hs)?;
+        }
+        self.backend
+            .embedding_backward(&mut self.embed, &dx, &bt, hs)?;
+        self.pull_grads()?;
+        Ok(LossSum { sum, tokens })
     }
 }
 
-impl Trainable for LlamaTrain {
+impl<B: TrainBackend> Trainable for LlamaTrain<B> {
     fn is_causal(&self) -> bool {
         true
     }
 
     fn params(&self) -> Vec<&Param> {
-        let mut v: Vec<&Param> = self.embed.param().into_iter().collect();
+        let (slot, lin) = (slot_param::<B>, linear_params::<B>);
+        let mut v: Vec<&Param> = slot(&self.embed).into_iter().collect();
         for l in &self.layers {
-            v.extend(l.ln1.param());
-            for lin in [&l.q, &l.k, &l.v, &l.o] {
-                v.extend(lin.params());
+            v.extend(slot(&l.ln1));
+            for x in [&l.q, &l.k, &l.v, &l.o] {
+                v.extend(lin(x));
             }
-            v.extend(l.q_norm.as_ref().and_then(|s| s.param()));
-            v.extend(l.k_norm.as_ref().and_then(|s| s.param()));
-            v.extend(l.ln2.param());
-            for lin in [&l.gate, &l.up, &l.down] {
-                v.extend(lin.params());
+            v.extend(l.q_norm.as_ref().and_then(slot));
+            v.extend(l.k_norm.as_ref().and_then(slot));
+            v.extend(slot(&l.ln2));
+            for x in [&l.gate, &l.up, &l.down] {
+                v.extend(lin(x));
             }
         }
-        v.extend(self.norm.param());
+        v.extend(slot(&self.norm));
         if let Some(h) = &self.lm_head {
-            v.extend(h.params());
+            v.extend(lin(h));
         }
         v
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v: Vec<&mut Param> = self.embed.param_mut().into_iter().collect();
+        // The caller may change the values: the backend copies them again before next use.
+        self.stale = true;
+        let (slot, lin) = (slot_param_mut::<B>, linear_params_mut::<B>);
+        let mut v: Vec<&mut Param> = slot(&mut self.embed).into_iter().collect();
         for l in &mut self.layers {
-            v.extend(l.ln1.param_mut());
-            for lin in [&mut l.q, &mut l.k, &mut l.v, &mut l.o] {
-                v.extend(lin.params_mut());
+            v.extend(slot(&mut l.ln1));
+            for x in [&mut l.q, &mut l.k, &mut l.v, &mut l.o] {
+                v.extend(lin(x));
             }
-            v.extend(l.q_norm.as_mut().and_then(|s| s.param_mut()));
-            v.extend(l.k_norm.as_mut().and_then(|s| s.param_mut()));
-            v.extend(l.ln2.param_mut());
-            for lin in [&mut l.gate, &mut l.up, &mut l.down] {
-                v.extend(lin.params_mut());
+            v.extend(l.q_norm.as_mut().and_then(slot));
+            v.extend(l.k_norm.as_mut().and_then(slot));
+            v.extend(slot(&mut l.ln2));
+            for x in [&mut l.gate, &mut l.up, &mut l.down] {
+                v.extend(lin(x));
             }
         }
-        v.extend(self.norm.param_mut());
+        v.extend(slot(&mut self.norm));
         if let Some(h) = &mut self.lm_head {
-            v.extend(h.params_mut());
+            v.extend(lin(h));
         }
         v
     }
@@ -463,95 +569,18 @@ impl Trainable for LlamaTrain {
     }
 
     fn accumulate(&mut self, b: &Batch, scale: f32) -> Result<LossSum> {
-        let (hs, h, kv, dh, v) = self.dims();
-        let (rows, cols) = (b.rows, b.cols);
-        let n = rows * cols;
-        let (nf, x_last, rstd, caches) = self.forward(b, true)?;
-        let (mut logits, chead) = self.logits(&nf, n);
-        let (sum, tokens) = cross_entropy_backward(&mut logits, &Self::targets(b), v, scale)
-            .map_err(Error::Generation)?;
-        // Output projection.
-        let mut dnf = vec![0f32; n * hs];
-        match &mut self.lm_head {
-            Some(head) => head.backward(Some(&mut dnf), &logits, &nf, &chead, n),
-            None => {
-                let (w, dw) = match &mut self.embed {
-                    Slot::Frozen(w) => (&**w, None),
-                    Slot::Train(p) => (&p.value[..], Some(&mut p.grad[..])),
-                };
-                linear_backward(Some(&mut dnf), dw, None, &logits, &nf, w, n, hs, v);
-            }
-        }
-        drop(logits);
-        let mut dx = vec![0f32; n * hs];
-        let eps_w = self.norm.data().to_vec();
-        rmsnorm_backward(
-            &mut dx,
-            self.norm.grad_mut(),
-            &dnf,
-            &x_last,
-            &rstd,
-            &eps_w,
-            hs,
-        );
-        let attn = TrainAttn {
-            t: cols,
-            s: cols,
-            h,
-            kv_h: kv,
-            dh,
-            causal: true,
-            scale: (dh as f32).powf(-0.5),
-        };
-        for (li, c) in caches.iter().enumerate().rev() {
-            // x_out = h1 + down(glu(gate(n2), up(n2))), n2 = rms(h1)
-            let mut da = vec![0f32; c.a.len()];
-            let l = &mut self.layers[li];
-            l.down.backward(Some(&mut da), &dx, &c.a, &c.cd, n);
-            let (mut dg, mut du) = (vec![0f32; c.g.len()], vec![0f32; c.u.len()]);
-            let f = self.config.intermediate_size;
-            glu_backward_rows(&mut dg, &mut du, &da, (&c.g, &c.u), f, self.act);
-            let mut dn2 = vec![0f32; n * hs];
-            l.gate.backward(Some(&mut dn2), &dg, &c.n2, &c.cg, n);
-            l.up.backward(Some(&mut dn2), &du, &c.n2, &c.cu, n);
-            let w2 = l.ln2.data().to_vec();
-            rmsnorm_backward(&mut dx, l.ln2.grad_mut(), &dn2, &c.h1, &c.rstd2, &w2, hs);
-            // h1 = x_in + o(attn(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rms(x_in)
-            let mut datt = vec![0f32; n * h * dh];
-            l.o.backward(Some(&mut datt), &dx, &c.att, &c.co, n);
-            let (mut dq, mut dk, mut dv) = (
-                vec![0f32; n * h * dh],
-                vec![0f32; n * kv * dh],
-                vec![0f32; n * kv * dh],
-            );
-            attention_backward_rows(
-                &mut dq, &mut dk, &mut dv, &datt, &c.probs, &c.q, &c.k, &c.v, &attn,
-            );
-            let l = &mut self.layers[li];
-            let (mut qn, mut kn) = (l.q_norm.take(), l.k_norm.take());
-            let dq = self.norm_rope_backward(dq, h, qn.as_mut(), &c.q_pre, &c.rq, cols);
-            let dk = self.norm_rope_backward(dk, kv, kn.as_mut(), &c.k_pre, &c.rk, cols);
-            let l = &mut self.layers[li];
-            (l.q_norm, l.k_norm) = (qn, kn);
-            let mut dn1 = vec![0f32; n * hs];
-            l.q.backward(Some(&mut dn1), &dq, &c.n1, &c.cq, n);
-            l.k.backward(Some(&mut dn1), &dk, &c.n1, &c.ck, n);
-            l.v.backward(Some(&mut dn1), &dv, &c.n1, &c.cv, n);
-            let w1 = l.ln1.data().to_vec();
-            rmsnorm_backward(&mut dx, l.ln1.grad_mut(), &dn1, &c.x_in, &c.rstd1, &w1, hs);
-        }
-        if let Some(de) = self.embed.grad_mut() {
-            embedding_backward(de, &dx, &b.input_ids, hs, 1.0);
-        }
-        Ok(LossSum { sum, tokens })
+        self.accumulate_on(b, scale)
     }
 
-    fn eval_loss(&self, b: &Batch) -> Result<LossSum> {
+    fn eval_loss(&mut self, b: &Batch) -> Result<LossSum> {
+        self.refresh()?;
+        let bt = self.batch_of(b)?;
         let n = b.rows * b.cols;
-        let (nf, ..) = self.forward(b, false)?;
-        let (logits, _) = self.logits(&nf, n);
-        let (sum, tokens) = cross_entropy_loss(&logits, &Self::targets(b), self.config.vocab_size)
-            .map_err(Error::Generation)?;
+        let (nf, ..) = self.forward(&bt, (b.rows, b.cols), false)?;
+        let (logits, _) = self.logits(&nf, n)?;
+        let (sum, tokens) = self
+            .backend
+            .cross_entropy(&logits, &bt, self.config.vocab_size)?;
         Ok(LossSum { sum, tokens })
     }
 
@@ -560,23 +589,32 @@ impl Trainable for LlamaTrain {
         let mut out = vec![
             (
                 "model.embed_tokens.weight".to_string(),
-                self.embed.to_weight(&[v, hs]),
+                B::host_slot(&self.embed).to_weight(&[v, hs]),
             ),
-            ("model.norm.weight".to_string(), self.norm.to_weight(&[hs])),
+            (
+                "model.norm.weight".to_string(),
+                B::host_slot(&self.norm).to_weight(&[hs]),
+            ),
         ];
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             out.push((
                 format!("{p}.input_layernorm.weight"),
-                l.ln1.to_weight(&[hs]),
+                B::host_slot(&l.ln1).to_weight(&[hs]),
             ));
             out.push((
                 format!("{p}.post_attention_layernorm.weight"),
-                l.ln2.to_weight(&[hs]),
+                B::host_slot(&l.ln2).to_weight(&[hs]),
             ));
             if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
-                out.push((format!("{p}.self_attn.q_norm.weight"), qn.to_weight(&[dh])));
-                out.push((format!("{p}.self_attn.k_norm.weight"), kn.to_weight(&[dh])));
+                out.push((
+                    format!("{p}.self_attn.q_norm.weight"),
+                    B::host_slot(qn).to_weight(&[dh]),
+                ));
+                out.push((
+                    format!("{p}.self_attn.k_norm.weight"),
+                    B::host_slot(kn).to_weight(&[dh]),
+                ));
             }
             for (m, lin_) in [
                 ("self_attn.q_proj", &l.q),
@@ -587,11 +625,11 @@ impl Trainable for LlamaTrain {
                 ("mlp.up_proj", &l.up),
                 ("mlp.down_proj", &l.down),
             ] {
-                lin_.export(&format!("{p}.{m}"), &mut out);
+                B::host_linear(lin_).export(&format!("{p}.{m}"), &mut out);
             }
         }
         if let Some(h) = &self.lm_head {
-            h.export("lm_head", &mut out);
+            B::host_linear(h).export("lm_head", &mut out);
         }
         Ok(out)
     }

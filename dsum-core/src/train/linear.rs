@@ -54,6 +54,10 @@ pub trait QuantizedWeight: Send + Sync {
     /// dx[M,K] += dy[M,N] · W
     fn matmul_t_acc(&self, dx: &mut [f32], dy: &[f32], m: usize);
     fn dequantize(&self) -> Vec<f32>;
+    /// The NF4 tensor behind this weight, for a backend that multiplies it natively.
+    fn as_nf4(&self) -> Option<&crate::quant::nf4::Nf4Tensor> {
+        None
+    }
 }
 
 /// The base weight of a linear layer.

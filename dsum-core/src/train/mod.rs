@@ -95,8 +95,9 @@ pub trait Trainable {
     /// window`, so gradients are those of the window's mean loss).
     fn accumulate(&mut self, batch: &Batch, scale: f32) -> Result<LossSum>;
 
-    /// Loss only, no gradients, dropout off.
-    fn eval_loss(&self, batch: &Batch) -> Result<LossSum>;
+    /// Loss only, no gradients, dropout off (`&mut`: a device backend may first copy
+    /// parameter values the loop changed).
+    fn eval_loss(&mut self, batch: &Batch) -> Result<LossSum>;
 
     /// Every weight of the full model with the current parameters applied (LoRA merged), by
     /// checkpoint name: what generation for evaluation and the final export are built from.

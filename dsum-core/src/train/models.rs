@@ -6,6 +6,7 @@ use std::path::Path;
 use super::method::{MethodKind, MethodSpec};
 use super::setup::{Kind, Quantizer, Setup};
 use super::Trainable;
+use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::models::bart::BartConfig;
@@ -52,33 +53,92 @@ fn is_gguf(path: &Path) -> bool {
             .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
-/// Load `path` (a model folder or a Llama-family `.gguf`) for training.
+/// Load `path` (a model folder or a Llama-family `.gguf`) for training on the CPU.
 pub fn build(path: &Path, setup: &Setup) -> Result<Box<dyn Trainable>> {
+    build_on(path, setup, Device::Cpu, false)
+}
+
+/// Load `path` for training on `device` (`tf32`: TF32 tensor-core matmuls on a GPU).
+pub fn build_on(
+    path: &Path,
+    setup: &Setup,
+    device: Device,
+    tf32: bool,
+) -> Result<Box<dyn Trainable>> {
     if is_gguf(path) {
         let g = crate::io::gguf::GgufFile::open(path)?;
         let config = crate::io::gguf::hf::llama_config(&g)?;
         let ck = crate::io::gguf::hf::checkpoint(&g, &config)?;
-        return Ok(Box::new(LlamaTrain::load(config, &ck, setup)?));
+        return llama(config, &ck, setup, device, tf32);
     }
     let (arch, text) = inspect(path)?;
     let cfg_path = path.join("config.json").display().to_string();
     let ck = Checkpoint::open_dir(path)?;
-    Ok(match arch {
-        Arch::Bart => Box::new(BartTrain::load(
-            BartConfig::from_json(&text, &cfg_path)?,
-            &ck,
-            setup,
-        )?),
-        Arch::Causal => Box::new(LlamaTrain::load(
+    match arch {
+        Arch::Bart => {
+            if device != Device::Cpu {
+                return Err(Error::CpuOnly("fine-tuning steps of BART models"));
+            }
+            Ok(Box::new(BartTrain::load(
+                BartConfig::from_json(&text, &cfg_path)?,
+                &ck,
+                setup,
+            )?))
+        }
+        Arch::Causal => llama(
             LlamaConfig::from_json(&text, &cfg_path)?,
             &ck,
             setup,
-        )?),
-    })
+            device,
+            tf32,
+        ),
+    }
 }
 
-/// [`build`] from a finetune config's `[method]`; `seed` initializes fresh LoRA A matrices.
-pub fn build_method(path: &Path, method: &MethodSpec, seed: u64) -> Result<Box<dyn Trainable>> {
+fn llama(
+    config: LlamaConfig,
+    ck: &Checkpoint,
+    setup: &Setup,
+    device: Device,
+    tf32: bool,
+) -> Result<Box<dyn Trainable>> {
+    match device {
+        Device::Cpu => Ok(Box::new(LlamaTrain::load(config, ck, setup)?)),
+        Device::Cuda(n) => llama_cuda(n, tf32, config, ck, setup),
+    }
+}
+
+#[cfg(feature = "dsum-kernels")]
+fn llama_cuda(
+    ordinal: usize,
+    tf32: bool,
+    config: LlamaConfig,
+    ck: &Checkpoint,
+    setup: &Setup,
+) -> Result<Box<dyn Trainable>> {
+    let cuda = crate::backend::Cuda::open(ordinal)?.with_tf32(tf32);
+    Ok(Box::new(LlamaTrain::load_on(cuda, config, ck, setup)?))
+}
+
+#[cfg(not(feature = "dsum-kernels"))]
+fn llama_cuda(
+    _: usize,
+    _: bool,
+    _: LlamaConfig,
+    _: &Checkpoint,
+    _: &Setup,
+) -> Result<Box<dyn Trainable>> {
+    Err(Error::NotCompiledWithCuda)
+}
+
+/// [`build_on`] from a finetune config's `[method]`; `seed` initializes fresh LoRA A matrices.
+pub fn build_method(
+    path: &Path,
+    method: &MethodSpec,
+    seed: u64,
+    device: Device,
+    tf32: bool,
+) -> Result<Box<dyn Trainable>> {
     let init_adapter = match &method.init_adapter {
         Some(dir) => {
             let f = dir.join("adapter_model.safetensors");
@@ -111,5 +171,5 @@ pub fn build_method(path: &Path, method: &MethodSpec, seed: u64) -> Result<Box<d
         quantizer: Some(super::setup::nf4_quantizer as Quantizer),
         seed,
     };
-    build(path, &setup)
+    build_on(path, &setup, device, tf32)
 }

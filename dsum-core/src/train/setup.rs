@@ -193,6 +193,9 @@ impl QuantizedWeight for crate::quant::nf4::Nf4Tensor {
     fn dequantize(&self) -> Vec<f32> {
         crate::quant::nf4::Nf4Tensor::dequantize(self)
     }
+    fn as_nf4(&self) -> Option<&crate::quant::nf4::Nf4Tensor> {
+        Some(self)
+    }
 }
 
 /// The [`Quantizer`] for QLoRA: NF4 with bitsandbytes' blocking and double quantization.
