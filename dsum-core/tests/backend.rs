@@ -1,6 +1,7 @@
 //! The backend interface: `--device` parsing, the errors of a device that cannot be used, and
 //! NF4 folders on every device. The fixture logits and generation cases run on every device
-//! (candle's pattern: `common::devices()`) in llama_parity.rs and bart_parity.rs.
+//! in llama_parity.rs and bart_parity.rs, the CUDA runs as `cuda_*` tests (listed as ignored
+//! without the `cuda` feature).
 
 mod common;
 
@@ -88,13 +89,26 @@ fn nf4_and_dequantized(name: &str, tmp: &std::path::Path, double: bool) -> (Path
 }
 
 /// NF4 linear weights run fused (never dequantized) and give the logits of the dequantized
-/// weights, up to f32 summation order, on every device.
+/// weights, up to f32 summation order, on each device.
 #[test]
-fn nf4_folders_match_their_dequantized_weights_on_every_device() {
+fn nf4_folders_match_their_dequantized_weights() {
+    nf4_folders_match_their_dequantized_weights_on(Device::Cpu);
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "dsum-kernels"),
+    ignore = "needs dsum-core built with --features cuda (or cuda-13) and a GPU"
+)]
+fn cuda_nf4_folders_match_their_dequantized_weights() {
+    nf4_folders_match_their_dequantized_weights_on(Device::Cuda(0));
+}
+
+fn nf4_folders_match_their_dequantized_weights_on(device: Device) {
     for (name, double) in [("qwen2", true), ("qwen3", false)] {
         let tmp = tempfile::tempdir().unwrap();
         let (q, d) = nf4_and_dequantized(name, tmp.path(), double);
-        for device in common::devices() {
+        {
             let opts = LoadOptions {
                 device,
                 ..Default::default()

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{flat_f64, ids, tol, Models};
+use dsum_core::backend::Device;
 use dsum_core::generation::GenerationConfig;
 use dsum_core::models::bart::EncoderBatch;
 use dsum_core::models::{LoadedModel, Model};
@@ -61,12 +62,19 @@ fn tokenizer_matches_transformers() {
 
 #[test]
 fn logits_match_transformers() {
-    for device in common::devices() {
-        logits_match_transformers_on(device);
-    }
+    logits_match_transformers_on(Device::Cpu);
 }
 
-fn logits_match_transformers_on(device: dsum_core::backend::Device) {
+#[test]
+#[cfg_attr(
+    not(feature = "dsum-kernels"),
+    ignore = "needs dsum-core built with --features cuda (or cuda-13) and a GPU"
+)]
+fn cuda_logits_match_transformers() {
+    logits_match_transformers_on(Device::Cuda(0));
+}
+
+fn logits_match_transformers_on(device: Device) {
     let mut models = Models::on("bart", device);
     let cases = load_json("logits_cases.json");
     let cases = cases.as_array().unwrap();
@@ -121,12 +129,19 @@ fn logits_match_transformers_on(device: dsum_core::backend::Device) {
 
 #[test]
 fn generation_matches_transformers() {
-    for device in common::devices() {
-        generation_matches_transformers_on(device);
-    }
+    generation_matches_transformers_on(Device::Cpu);
 }
 
-fn generation_matches_transformers_on(device: dsum_core::backend::Device) {
+#[test]
+#[cfg_attr(
+    not(feature = "dsum-kernels"),
+    ignore = "needs dsum-core built with --features cuda (or cuda-13) and a GPU"
+)]
+fn cuda_generation_matches_transformers() {
+    generation_matches_transformers_on(Device::Cuda(0));
+}
+
+fn generation_matches_transformers_on(device: Device) {
     let mut models = Models::on("bart", device);
     let cases = load_json("generate_cases.json");
     let cases = cases.as_array().unwrap();

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{flat_f64, ids, tol, Models};
+use dsum_core::backend::Device;
 use dsum_core::chat::{ChatTemplate, Message};
 use dsum_core::generation::GenerationConfig;
 use dsum_core::models::llama::Llama;
@@ -77,12 +78,19 @@ fn chat_templates_render_like_transformers() {
 
 #[test]
 fn logits_match_transformers_with_left_padding() {
-    for device in common::devices() {
-        logits_match_transformers_with_left_padding_on(device);
-    }
+    logits_match_transformers_with_left_padding_on(Device::Cpu);
 }
 
-fn logits_match_transformers_with_left_padding_on(device: dsum_core::backend::Device) {
+#[test]
+#[cfg_attr(
+    not(feature = "dsum-kernels"),
+    ignore = "needs dsum-core built with --features cuda (or cuda-13) and a GPU"
+)]
+fn cuda_logits_match_transformers_with_left_padding() {
+    logits_match_transformers_with_left_padding_on(Device::Cuda(0));
+}
+
+fn logits_match_transformers_with_left_padding_on(device: Device) {
     let mut models = Models::on("llama", device);
     let cases = common::load_json("llama", "logits_cases.json");
     let cases = cases.as_array().unwrap();
@@ -123,12 +131,19 @@ fn logits_match_transformers_with_left_padding_on(device: dsum_core::backend::De
 
 #[test]
 fn generation_matches_transformers() {
-    for device in common::devices() {
-        generation_matches_transformers_on(device);
-    }
+    generation_matches_transformers_on(Device::Cpu);
 }
 
-fn generation_matches_transformers_on(device: dsum_core::backend::Device) {
+#[test]
+#[cfg_attr(
+    not(feature = "dsum-kernels"),
+    ignore = "needs dsum-core built with --features cuda (or cuda-13) and a GPU"
+)]
+fn cuda_generation_matches_transformers() {
+    generation_matches_transformers_on(Device::Cuda(0));
+}
+
+fn generation_matches_transformers_on(device: Device) {
     let mut models = Models::on("llama", device);
     let cases = common::load_json("llama", "generate_cases.json");
     let cases = cases.as_array().unwrap();

@@ -107,20 +107,6 @@ impl Models {
     }
 }
 
-/// The devices "one test body runs on every device" covers: the CPU always, CUDA device 0
-/// when there is one (else a visible skip line).
-pub fn devices() -> Vec<Device> {
-    let mut all = vec![Device::Cpu];
-    if dsum_core::backend::Cuda::device_count() > 0 {
-        all.push(Device::Cuda(0));
-    } else {
-        eprintln!(
-            "skipped on CUDA: no CUDA device (or dsum-core built without the `cuda` feature)"
-        );
-    }
-    all
-}
-
 /// The checks every tokenize fixture case shares: ids with special tokens, ids truncated to
 /// `trunc` (recorded under `trunc_key`), and decoding with and without special tokens.
 pub fn check_tokenize_case(
