@@ -3,7 +3,7 @@
 //! CLI from its recorded config; each optimizer step's loss and pre-clip gradient norm must
 //! match within 1e-4 relative, and the final adapter / weights within 1e-4.
 //!
-//! The `cuda_*` cases train the Llama-family fixtures with `--device cuda` and hold them to
+//! The `cuda_*` cases train the same fixtures with `--device cuda` and hold them to
 //! the bf16 tolerance (NF4 bases multiply through bf16 there, as bitsandbytes does). They are
 //! listed as ignored unless dsum-cli is built with `--features cuda` or `cuda-13`, and need a
 //! GPU then.
@@ -212,27 +212,15 @@ fn cuda_qlora_llama_trajectory_matches_peft_bitsandbytes() {
     not(any(feature = "cuda", feature = "cuda-13")),
     ignore = "needs dsum-cli built with --features cuda (or cuda-13) and a GPU"
 )]
-fn cuda_bart_is_refused_clearly() {
-    // BART trains on the CPU only for now (a build without CUDA refuses every `--device
-    // cuda` before reading anything: bad_input.rs).
-    let dir = root().join("tests/fixtures/train/lora-bart");
-    let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = json(&dir.join("config.json"));
-    strip_nulls(&mut cfg);
-    for key in [("model", "path"), ("data", "train"), ("data", "dev")] {
-        if let Some(p) = cfg[key.0][key.1].as_str() {
-            cfg[key.0][key.1] = Value::String(root().join(p).display().to_string());
-        }
-    }
-    cfg["output"]["dir"] = Value::String(tmp.path().join("run").display().to_string());
-    let toml_path = tmp.path().join("run.toml");
-    std::fs::write(&toml_path, toml::to_string(&cfg).unwrap()).unwrap();
-    let o = cli()
-        .args(["finetune", "--quiet", "--device", "cuda", "--config"])
-        .arg(&toml_path)
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("BART models run on the CPU only"), "{err}");
+fn cuda_lora_bart_trajectory_matches_peft() {
+    run_on("lora-bart", "cuda", CUDA);
+}
+
+#[test]
+#[cfg_attr(
+    not(any(feature = "cuda", feature = "cuda-13")),
+    ignore = "needs dsum-cli built with --features cuda (or cuda-13) and a GPU"
+)]
+fn cuda_full_bart_trajectory_matches_torch() {
+    run_on("full-bart", "cuda", CUDA);
 }

@@ -54,9 +54,6 @@ pub enum Error {
     #[cfg(feature = "dsum-kernels")]
     #[error("CUDA: {0}")]
     Cuda(dsum_kernels::KernelError),
-    /// A model or step that only the CPU backend implements so far.
-    #[error("{0} run on the CPU only for now; use --device cpu")]
-    CpuOnly(&'static str),
 }
 
 #[cfg(feature = "dsum-kernels")]

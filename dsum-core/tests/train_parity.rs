@@ -160,7 +160,7 @@ fn first_step(case: &str) {
     check_first_step(case, m, CPU);
 }
 
-/// The first step of a Llama-family case on the GPU.
+/// The first step of a case on the GPU.
 fn first_step_cuda(case: &str) {
     let cfg = json(&case_dir(case).join("config.json"));
     let dir = root().join(cfg["model"]["path"].as_str().unwrap());
@@ -266,6 +266,24 @@ fn cuda_lora_llama_first_step_matches_peft() {
 )]
 fn cuda_lora_qwen3_first_step_matches_peft() {
     first_step_cuda("lora-qwen3");
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "dsum-kernels"),
+    ignore = "needs dsum-core built with --features cuda (or cuda-13) and a GPU"
+)]
+fn cuda_lora_bart_first_step_matches_peft() {
+    first_step_cuda("lora-bart");
+}
+
+#[test]
+#[cfg_attr(
+    not(feature = "dsum-kernels"),
+    ignore = "needs dsum-core built with --features cuda (or cuda-13) and a GPU"
+)]
+fn cuda_full_bart_first_step_matches_torch() {
+    first_step_cuda("full-bart");
 }
 
 #[test]

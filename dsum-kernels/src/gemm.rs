@@ -174,7 +174,7 @@ pub fn matmul_bf16(
 }
 
 /// out[m,n] += bias[n] (`linear_bias_forward_f32`).
-pub(crate) fn add_bias(
+pub fn add_bias(
     gpu: &Gpu,
     out: &mut CudaSlice<f32>,
     bias: &CudaSlice<f32>,

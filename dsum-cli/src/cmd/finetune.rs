@@ -52,8 +52,7 @@ pub struct FinetuneArgs {
     /// worker threads (default: all cores)
     #[argh(option)]
     pub threads: Option<usize>,
-    /// where training runs: cpu (default), cuda or cuda:N (Llama-family models; BART trains
-    /// on the CPU only for now)
+    /// where training runs: cpu (default), cuda or cuda:N
     #[argh(option)]
     pub device: Option<String>,
     /// CUDA: TF32 tensor-core matmuls for the f32 weights (faster; no longer bit-exact)

@@ -8,18 +8,17 @@ use crate::error::{Error, Result};
 use crate::ops::activation::{glu_backward, glu_forward, Activation};
 use crate::ops::attention::{attention_backward_rows, attention_train_forward_rows, TrainAttn};
 use crate::ops::cross_entropy::{cross_entropy_backward, cross_entropy_loss};
+use crate::ops::dropout::dropout_inplace;
 use crate::ops::embedding::{embedding_backward, embedding_forward};
+use crate::ops::layernorm::{layernorm_backward, layernorm_forward_train};
 use crate::ops::matmul::{linear_backward, linear_forward};
 use crate::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward_train};
 use crate::ops::rope::{rope_backward, rope_forward};
 use crate::train::linear::{LinearCache, Slot, TrainLinear};
 
-/// A micro-batch on the CPU.
-pub struct CpuBatch {
+/// Token ids on the CPU, in rows of `cols`.
+pub struct CpuIds {
     ids: Vec<u32>,
-    mask: Vec<bool>,
-    targets: Vec<i64>,
-    rows: usize,
     cols: usize,
 }
 
@@ -84,7 +83,10 @@ impl TrainBackend for Cpu {
     type Linear = TrainLinear;
     type LinCache = LinearCache;
     type Probs = Vec<Vec<f32>>;
-    type Batch = CpuBatch;
+    type LnStats = Vec<(f32, f32)>;
+    type Ids = CpuIds;
+    type Mask = Vec<bool>;
+    type Targets = Vec<i64>;
 
     fn slot(&self, s: Slot) -> Result<Slot> {
         Ok(s)
@@ -121,21 +123,27 @@ impl TrainBackend for Cpu {
         Ok(host.to_vec())
     }
 
-    fn batch(
-        &self,
-        ids: &[u32],
-        mask: &[bool],
-        targets: &[i64],
-        rows: usize,
-        cols: usize,
-    ) -> Result<CpuBatch> {
-        Ok(CpuBatch {
+    fn ids(&self, ids: &[u32], cols: usize) -> Result<CpuIds> {
+        Ok(CpuIds {
             ids: ids.to_vec(),
-            mask: mask.to_vec(),
-            targets: targets.to_vec(),
-            rows,
             cols,
         })
+    }
+
+    fn positions(&self, n: usize, cols: usize, offset: usize) -> Result<CpuIds> {
+        let ids = (0..n)
+            .map(|i| u32::try_from(i % cols.max(1) + offset))
+            .collect::<core::result::Result<Vec<u32>, _>>()
+            .map_err(|_| Error::Generation("a position does not fit in u32".into()))?;
+        Ok(CpuIds { ids, cols })
+    }
+
+    fn mask(&self, mask: &[bool]) -> Result<Vec<bool>> {
+        Ok(mask.to_vec())
+    }
+
+    fn targets(&self, targets: &[i64]) -> Result<Vec<i64>> {
+        Ok(targets.to_vec())
     }
 
     fn zeros(&self, n: usize) -> Result<Vec<f32>> {
@@ -151,9 +159,21 @@ impl TrainBackend for Cpu {
         Ok(())
     }
 
-    fn embedding(&self, table: &Slot, b: &CpuBatch, c: usize) -> Result<Vec<f32>> {
-        let mut x = vec![0f32; b.ids.len() * c];
-        embedding_forward(&mut x, &b.ids, table.data(), c, 1.0)?;
+    fn add_rows(&self, x: &mut Vec<f32>, bias: &[f32], c: usize) -> Result<()> {
+        for row in x.chunks_exact_mut(c) {
+            row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
+        }
+        Ok(())
+    }
+
+    fn dropout(&self, x: &mut Vec<f32>, p: f32, seed: u64) -> Result<()> {
+        dropout_inplace(x, p, seed);
+        Ok(())
+    }
+
+    fn embedding(&self, table: &Slot, ids: &CpuIds, c: usize, scale: f32) -> Result<Vec<f32>> {
+        let mut x = vec![0f32; ids.ids.len() * c];
+        embedding_forward(&mut x, &ids.ids, table.data(), c, scale)?;
         Ok(x)
     }
 
@@ -161,12 +181,51 @@ impl TrainBackend for Cpu {
         &self,
         table: &mut Slot,
         dx: &Vec<f32>,
-        b: &CpuBatch,
+        ids: &CpuIds,
         c: usize,
+        scale: f32,
     ) -> Result<()> {
         if let Some(de) = table.grad_mut() {
-            embedding_backward(de, dx, &b.ids, c, 1.0);
+            embedding_backward(de, dx, &ids.ids, c, scale);
         }
+        Ok(())
+    }
+
+    fn layernorm(
+        &self,
+        x: &Vec<f32>,
+        w: &Slot,
+        b: &Slot,
+        c: usize,
+        eps: f32,
+    ) -> Result<(Vec<f32>, Vec<(f32, f32)>)> {
+        let mut y = vec![0f32; x.len()];
+        let st = layernorm_forward_train(&mut y, x, w.data(), b.data(), c, eps);
+        Ok((y, st))
+    }
+
+    fn layernorm_backward(
+        &self,
+        w: &mut Slot,
+        b: &mut Slot,
+        dy: &Vec<f32>,
+        x: &Vec<f32>,
+        st: &Vec<(f32, f32)>,
+        c: usize,
+    ) -> Result<Vec<f32>> {
+        let (wv, dw) = split(w);
+        let mut dx = vec![0f32; x.len()];
+        layernorm_backward(&mut dx, dw, b.grad_mut(), dy, x, st, &wv, c);
+        Ok(dx)
+    }
+
+    fn act(&self, x: &mut Vec<f32>, act: Activation) -> Result<()> {
+        act.forward_inplace(x);
+        Ok(())
+    }
+
+    fn act_backward(&self, d: &mut Vec<f32>, x: &Vec<f32>, act: Activation) -> Result<()> {
+        act.backward_inplace(d, x);
         Ok(())
     }
 
@@ -248,12 +307,12 @@ impl TrainBackend for Cpu {
         &self,
         x: &mut Vec<f32>,
         inv_freq: &Vec<f32>,
-        b: &CpuBatch,
+        ids: &CpuIds,
         heads: usize,
         dh: usize,
     ) -> Result<()> {
         for (i, head) in x.chunks_exact_mut(dh).enumerate() {
-            rope_forward(head, inv_freq, (i / heads) % b.cols);
+            rope_forward(head, inv_freq, (i / heads) % ids.cols);
         }
         Ok(())
     }
@@ -262,12 +321,12 @@ impl TrainBackend for Cpu {
         &self,
         d: &mut Vec<f32>,
         inv_freq: &Vec<f32>,
-        b: &CpuBatch,
+        ids: &CpuIds,
         heads: usize,
         dh: usize,
     ) -> Result<()> {
         for (i, head) in d.chunks_exact_mut(dh).enumerate() {
-            rope_backward(head, inv_freq, (i / heads) % b.cols);
+            rope_backward(head, inv_freq, (i / heads) % ids.cols);
         }
         Ok(())
     }
@@ -277,11 +336,13 @@ impl TrainBackend for Cpu {
         q: &Vec<f32>,
         k: &Vec<f32>,
         v: &Vec<f32>,
-        b: &CpuBatch,
+        mask: Option<&Vec<bool>>,
+        rows: usize,
         a: &TrainAttn,
     ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
-        let mut out = vec![0f32; b.rows * a.t * a.h * a.dh];
-        let probs = attention_train_forward_rows(&mut out, q, k, v, Some(&b.mask), b.rows, a);
+        let mut out = vec![0f32; rows * a.t * a.h * a.dh];
+        let mask = mask.map(|m| &m[..]);
+        let probs = attention_train_forward_rows(&mut out, q, k, v, mask, rows, a);
         Ok((out, probs))
     }
 
@@ -292,7 +353,7 @@ impl TrainBackend for Cpu {
         q: &Vec<f32>,
         k: &Vec<f32>,
         v: &Vec<f32>,
-        _: &CpuBatch,
+        _rows: usize,
         a: &TrainAttn,
     ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
         let (mut dq, mut dk, mut dv) = (
@@ -326,14 +387,14 @@ impl TrainBackend for Cpu {
     fn cross_entropy_backward(
         &self,
         logits: &mut Vec<f32>,
-        b: &CpuBatch,
+        t: &Vec<i64>,
         v: usize,
         scale: f32,
     ) -> Result<(f64, usize)> {
-        cross_entropy_backward(logits, &b.targets, v, scale).map_err(Error::Generation)
+        cross_entropy_backward(logits, t, v, scale).map_err(Error::Generation)
     }
 
-    fn cross_entropy(&self, logits: &Vec<f32>, b: &CpuBatch, v: usize) -> Result<(f64, usize)> {
-        cross_entropy_loss(logits, &b.targets, v).map_err(Error::Generation)
+    fn cross_entropy(&self, logits: &Vec<f32>, t: &Vec<i64>, v: usize) -> Result<(f64, usize)> {
+        cross_entropy_loss(logits, t, v).map_err(Error::Generation)
     }
 }

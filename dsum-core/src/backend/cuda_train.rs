@@ -9,7 +9,7 @@
 //! the loop's AdamW, clipping and checkpoints are the CPU's, unchanged; for LoRA the copies
 //! are the adapters only (r·(in+out) floats per layer).
 
-use dsum_kernels::activation::{glu_backward, glu_forward};
+use dsum_kernels::activation::{act_backward, act_forward, glu_backward, glu_forward};
 use dsum_kernels::attention::{attention_backward, attention_train_forward, TrainDims};
 use dsum_kernels::cross_entropy::{
     cross_entropy_backward, cross_entropy_forward, cross_entropy_sum, cross_entropy_total,
@@ -18,7 +18,8 @@ use dsum_kernels::cross_entropy::{
 use dsum_kernels::cudarc::driver::CudaSlice;
 use dsum_kernels::dropout::{dropout_backward_acc, dropout_forward};
 use dsum_kernels::embedding::{embedding_backward, embedding_forward};
-use dsum_kernels::gemm::{linear_backward, linear_forward};
+use dsum_kernels::gemm::{add_bias, linear_backward, linear_forward};
+use dsum_kernels::layernorm::{layernorm_backward, layernorm_forward};
 use dsum_kernels::lora::{lora_backward, lora_forward};
 use dsum_kernels::nf4::{nf4_linear, nf4_linear_backward_input, Nf4Weight};
 use dsum_kernels::reduce::sum_rows_acc;
@@ -73,16 +74,15 @@ pub struct CudaLinCache {
     seed: u64,
 }
 
-/// A micro-batch on the device (the ids also on the host, to name a bad one).
-pub struct CudaBatch {
-    host_ids: Vec<u32>,
+/// Token ids on the device (also on the host, to name a bad one) and each one's column.
+pub struct CudaIds {
+    host: Vec<u32>,
     ids: CudaSlice<u32>,
-    mask: CudaSlice<u8>,
     pos: CudaSlice<i32>,
-    targets: CudaSlice<i64>,
-    rows: usize,
-    cols: usize,
 }
+
+/// A key mask on the device (1 = a real token).
+pub struct CudaMask(CudaSlice<u8>);
 
 impl Cuda {
     fn alloc(&self, n: usize) -> Result<CudaSlice<f32>> {
@@ -109,9 +109,9 @@ impl Cuda {
         Ok(())
     }
 
-    fn train_dims(&self, b: &CudaBatch, a: &TrainAttn) -> TrainDims {
+    fn train_dims(&self, rows: usize, a: &TrainAttn) -> TrainDims {
         TrainDims {
-            rows: b.rows,
+            rows,
             t: a.t,
             s: a.s,
             h: a.h,
@@ -123,10 +123,14 @@ impl Cuda {
     }
 
     /// Σ loss and count from the per-row losses (deterministic, on the device).
-    fn loss_total(&self, losses: &CudaSlice<f32>, b: &CudaBatch, v: usize) -> Result<(f64, usize)> {
+    fn loss_total(
+        &self,
+        losses: &CudaSlice<f32>,
+        t: &CudaSlice<i64>,
+        v: usize,
+    ) -> Result<(f64, usize)> {
         let mut stats = self.gpu.zeros::<f64>(STATS_LEN)?;
-        let rows = b.rows * b.cols;
-        cross_entropy_sum(&self.gpu, &mut stats, losses, &b.targets, rows, v)?;
+        cross_entropy_sum(&self.gpu, &mut stats, losses, t, t.len(), v)?;
         Ok(cross_entropy_total(&self.gpu, &stats, v)?)
     }
 }
@@ -137,7 +141,11 @@ impl TrainBackend for Cuda {
     type Linear = CudaTrainLinear;
     type LinCache = CudaLinCache;
     type Probs = CudaSlice<f32>;
-    type Batch = CudaBatch;
+    /// (mean, 1/std) per row.
+    type LnStats = (CudaSlice<f32>, CudaSlice<f32>);
+    type Ids = CudaIds;
+    type Mask = CudaMask;
+    type Targets = CudaSlice<i64>;
 
     fn slot(&self, host: Slot) -> Result<CudaSlot> {
         let value = self.gpu.upload(host.data())?;
@@ -262,29 +270,33 @@ impl TrainBackend for Cuda {
         Ok(self.gpu.upload(host)?)
     }
 
-    fn batch(
-        &self,
-        ids: &[u32],
-        mask: &[bool],
-        targets: &[i64],
-        rows: usize,
-        cols: usize,
-    ) -> Result<CudaBatch> {
-        let n = rows * cols;
-        let pos = (0..n)
+    fn ids(&self, ids: &[u32], cols: usize) -> Result<CudaIds> {
+        let pos = (0..ids.len())
             .map(|i| i32::try_from(i % cols.max(1)))
             .collect::<core::result::Result<Vec<i32>, _>>()
             .map_err(|_| Error::Generation("a position does not fit the GPU's i32".into()))?;
-        let mask: Vec<u8> = mask.iter().map(|&m| m as u8).collect();
-        Ok(CudaBatch {
-            host_ids: ids.to_vec(),
+        Ok(CudaIds {
+            host: ids.to_vec(),
             ids: self.gpu.upload(ids)?,
-            mask: self.gpu.upload(&mask)?,
             pos: self.gpu.upload(&pos)?,
-            targets: self.gpu.upload(targets)?,
-            rows,
-            cols,
         })
+    }
+
+    fn positions(&self, n: usize, cols: usize, offset: usize) -> Result<CudaIds> {
+        let ids = (0..n)
+            .map(|i| u32::try_from(i % cols.max(1) + offset))
+            .collect::<core::result::Result<Vec<u32>, _>>()
+            .map_err(|_| Error::Generation("a position does not fit in u32".into()))?;
+        self.ids(&ids, cols)
+    }
+
+    fn mask(&self, mask: &[bool]) -> Result<CudaMask> {
+        let m: Vec<u8> = mask.iter().map(|&m| m as u8).collect();
+        Ok(CudaMask(self.gpu.upload(&m)?))
+    }
+
+    fn targets(&self, targets: &[i64]) -> Result<CudaSlice<i64>> {
+        Ok(self.gpu.upload(targets)?)
     }
 
     fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
@@ -300,16 +312,49 @@ impl TrainBackend for Cuda {
         Ok(dsum_kernels::elementwise::add_inplace(&self.gpu, x, y, n)?)
     }
 
-    fn embedding(&self, table: &CudaSlot, b: &CudaBatch, c: usize) -> Result<CudaSlice<f32>> {
+    fn add_rows(&self, x: &mut CudaSlice<f32>, bias: &[f32], c: usize) -> Result<()> {
+        let b = self.gpu.upload(bias)?;
+        let m = x.len() / c.max(1);
+        Ok(add_bias(&self.gpu, x, &b, m, c)?)
+    }
+
+    fn dropout(&self, x: &mut CudaSlice<f32>, p: f32, seed: u64) -> Result<()> {
+        // As `ops::dropout::dropout_inplace`: p <= 0 leaves x alone.
+        if p <= 0.0 {
+            return Ok(());
+        }
+        let n = x.len();
+        let mut y = self.alloc(n)?;
+        dropout_forward(&self.gpu, &mut y, x, p, seed, n)?;
+        *x = y;
+        Ok(())
+    }
+
+    fn embedding(
+        &self,
+        table: &CudaSlot,
+        ids: &CudaIds,
+        c: usize,
+        scale: f32,
+    ) -> Result<CudaSlice<f32>> {
         let vocab = table.value.len() / c.max(1);
-        if let Some(&bad) = b.host_ids.iter().find(|&&i| i as usize >= vocab) {
+        if let Some(&bad) = ids.host.iter().find(|&&i| i as usize >= vocab) {
             return Err(Error::Generation(format!(
                 "token id {bad} is outside the embedding table ({vocab} rows)"
             )));
         }
-        let n = b.host_ids.len();
+        let n = ids.host.len();
         let mut out = self.alloc(n * c)?;
-        embedding_forward(&self.gpu, &mut out, &table.value, &b.ids, n, c, vocab, 1.0)?;
+        embedding_forward(
+            &self.gpu,
+            &mut out,
+            &table.value,
+            &ids.ids,
+            n,
+            c,
+            vocab,
+            scale,
+        )?;
         Ok(out)
     }
 
@@ -317,15 +362,93 @@ impl TrainBackend for Cuda {
         &self,
         table: &mut CudaSlot,
         dx: &CudaSlice<f32>,
-        b: &CudaBatch,
+        ids: &CudaIds,
         c: usize,
+        scale: f32,
     ) -> Result<()> {
         let vocab = table.value.len() / c.max(1);
         if let Some(g) = &mut table.grad {
-            let n = b.host_ids.len();
-            embedding_backward(&self.gpu, g, dx, &b.ids, n, c, vocab, 1.0)?;
+            let n = ids.host.len();
+            embedding_backward(&self.gpu, g, dx, &ids.ids, n, c, vocab, scale)?;
         }
         Ok(())
+    }
+
+    fn layernorm(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlot,
+        b: &CudaSlot,
+        c: usize,
+        eps: f32,
+    ) -> Result<(CudaSlice<f32>, (CudaSlice<f32>, CudaSlice<f32>))> {
+        let rows = x.len() / c.max(1);
+        let mut y = self.alloc(x.len())?;
+        let (mut mean, mut rstd) = (self.alloc(rows)?, self.alloc(rows)?);
+        layernorm_forward(
+            &self.gpu,
+            &mut y,
+            Some(&mut mean),
+            Some(&mut rstd),
+            x,
+            &w.value,
+            &b.value,
+            rows,
+            c,
+            eps,
+        )?;
+        Ok((y, (mean, rstd)))
+    }
+
+    fn layernorm_backward(
+        &self,
+        w: &mut CudaSlot,
+        b: &mut CudaSlot,
+        dy: &CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        (mean, rstd): &(CudaSlice<f32>, CudaSlice<f32>),
+        c: usize,
+    ) -> Result<CudaSlice<f32>> {
+        let rows = x.len() / c.max(1);
+        let mut dx = self.alloc(x.len())?;
+        // The kernel updates weight and bias gradients together: a frozen one gets a scratch
+        // gradient that is dropped.
+        let trains = w.grad.is_some() || b.grad.is_some();
+        let (mut spare_w, mut spare_b, mut scratch) = (None, None, None);
+        if trains {
+            scratch = Some(self.alloc(rows * c)?);
+            if w.grad.is_none() {
+                spare_w = Some(self.alloc(c)?);
+            }
+            if b.grad.is_none() {
+                spare_b = Some(self.alloc(c)?);
+            }
+        }
+        let dw = w.grad.as_mut().or(spare_w.as_mut());
+        let db = b.grad.as_mut().or(spare_b.as_mut());
+        let grads = match (dw, db, scratch.as_mut()) {
+            (Some(dw), Some(db), Some(s)) => Some((dw, db, s)),
+            _ => None,
+        };
+        layernorm_backward(
+            &self.gpu, &mut dx, grads, dy, x, mean, rstd, &w.value, rows, c,
+        )?;
+        Ok(dx)
+    }
+
+    fn act(&self, x: &mut CudaSlice<f32>, a: Activation) -> Result<()> {
+        let n = x.len();
+        Ok(act_forward(&self.gpu, x, act(a), n)?)
+    }
+
+    fn act_backward(
+        &self,
+        d: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        a: Activation,
+    ) -> Result<()> {
+        let n = d.len();
+        Ok(act_backward(&self.gpu, d, x, act(a), n)?)
     }
 
     fn rmsnorm(
@@ -548,13 +671,13 @@ impl TrainBackend for Cuda {
         &self,
         x: &mut CudaSlice<f32>,
         inv_freq: &CudaSlice<f32>,
-        b: &CudaBatch,
+        ids: &CudaIds,
         heads: usize,
         dh: usize,
     ) -> Result<()> {
-        let n_tok = b.rows * b.cols;
+        let n_tok = ids.host.len();
         Ok(rope_forward(
-            &self.gpu, x, inv_freq, &b.pos, n_tok, heads, dh,
+            &self.gpu, x, inv_freq, &ids.pos, n_tok, heads, dh,
         )?)
     }
 
@@ -562,13 +685,13 @@ impl TrainBackend for Cuda {
         &self,
         d: &mut CudaSlice<f32>,
         inv_freq: &CudaSlice<f32>,
-        b: &CudaBatch,
+        ids: &CudaIds,
         heads: usize,
         dh: usize,
     ) -> Result<()> {
-        let n_tok = b.rows * b.cols;
+        let n_tok = ids.host.len();
         Ok(rope_backward(
-            &self.gpu, d, inv_freq, &b.pos, n_tok, heads, dh,
+            &self.gpu, d, inv_freq, &ids.pos, n_tok, heads, dh,
         )?)
     }
 
@@ -577,13 +700,15 @@ impl TrainBackend for Cuda {
         q: &CudaSlice<f32>,
         k: &CudaSlice<f32>,
         v: &CudaSlice<f32>,
-        b: &CudaBatch,
+        mask: Option<&CudaMask>,
+        rows: usize,
         a: &TrainAttn,
     ) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
-        let d = self.train_dims(b, a);
-        let mut out = self.alloc(b.rows * a.t * a.h * a.dh)?;
-        let mut probs = self.alloc(b.rows * a.h * a.t * a.s)?;
-        attention_train_forward(&self.gpu, &mut out, &mut probs, q, k, v, Some(&b.mask), &d)?;
+        let d = self.train_dims(rows, a);
+        let mut out = self.alloc(rows * a.t * a.h * a.dh)?;
+        let mut probs = self.alloc(rows * a.h * a.t * a.s)?;
+        let mask = mask.map(|m| &m.0);
+        attention_train_forward(&self.gpu, &mut out, &mut probs, q, k, v, mask, &d)?;
         Ok((out, probs))
     }
 
@@ -594,10 +719,10 @@ impl TrainBackend for Cuda {
         q: &CudaSlice<f32>,
         k: &CudaSlice<f32>,
         v: &CudaSlice<f32>,
-        b: &CudaBatch,
+        rows: usize,
         a: &TrainAttn,
     ) -> Result<(CudaSlice<f32>, CudaSlice<f32>, CudaSlice<f32>)> {
-        let d = self.train_dims(b, a);
+        let d = self.train_dims(rows, a);
         let (mut dq, mut dk, mut dv) = (
             self.alloc(q.len())?,
             self.alloc(k.len())?,
@@ -640,25 +765,25 @@ impl TrainBackend for Cuda {
     fn cross_entropy_backward(
         &self,
         logits: &mut CudaSlice<f32>,
-        b: &CudaBatch,
+        t: &CudaSlice<i64>,
         v: usize,
         scale: f32,
     ) -> Result<(f64, usize)> {
-        let rows = b.rows * b.cols;
+        let rows = t.len();
         let mut losses = self.alloc(rows)?;
-        cross_entropy_backward(&self.gpu, logits, &mut losses, &b.targets, rows, v, scale)?;
-        self.loss_total(&losses, b, v)
+        cross_entropy_backward(&self.gpu, logits, &mut losses, t, rows, v, scale)?;
+        self.loss_total(&losses, t, v)
     }
 
     fn cross_entropy(
         &self,
         logits: &CudaSlice<f32>,
-        b: &CudaBatch,
+        t: &CudaSlice<i64>,
         v: usize,
     ) -> Result<(f64, usize)> {
-        let rows = b.rows * b.cols;
+        let rows = t.len();
         let mut losses = self.alloc(rows)?;
-        cross_entropy_forward(&self.gpu, &mut losses, logits, &b.targets, rows, v)?;
-        self.loss_total(&losses, b, v)
+        cross_entropy_forward(&self.gpu, &mut losses, logits, t, rows, v)?;
+        self.loss_total(&losses, t, v)
     }
 }

@@ -18,10 +18,10 @@ mod cuda_train;
 pub mod train;
 
 pub use cpu::{Cpu, CpuKv, CpuLinear};
-pub use cpu_train::CpuBatch;
+pub use cpu_train::CpuIds;
 pub use cuda::Cuda;
 #[cfg(feature = "dsum-kernels")]
-pub use cuda_train::{CudaBatch, CudaLinCache, CudaSlot, CudaTrainLinear};
+pub use cuda_train::{CudaIds, CudaLinCache, CudaMask, CudaSlot, CudaTrainLinear};
 
 use core::fmt;
 use core::str::FromStr;

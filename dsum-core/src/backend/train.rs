@@ -1,5 +1,5 @@
 //! Where a model trains. [`TrainBackend`] holds the forward and backward steps of the
-//! Llama-family training pass (`models/llama_train.rs`), so the same hand-written backward
+//! training passes (`models/llama_train.rs`, `models/bart_train.rs`), so the same hand-written backward
 //! runs on the CPU ([`Cpu`](super::Cpu): the `ops` functions, exactly as before) and on a GPU
 //! ([`Cuda`](super::Cuda): the dsum-kernels launchers that mirror them).
 //!
@@ -30,8 +30,14 @@ pub trait TrainBackend {
     type LinCache;
     /// The attention probabilities the backward pass needs.
     type Probs;
-    /// One micro-batch's token ids, key mask `[R, S]`, positions and shifted targets.
-    type Batch;
+    /// LayerNorm's per-row statistics.
+    type LnStats;
+    /// Token ids `[R, T]` of a batch, with the position of each (its column).
+    type Ids;
+    /// A key mask `[R, S]` (false: padding).
+    type Mask;
+    /// Cross-entropy targets (-100: not counted).
+    type Targets;
 
     // ---- weights --------------------------------------------------------------------------
     fn slot(&self, s: Slot) -> Result<Self::Slot>;
@@ -49,33 +55,68 @@ pub trait TrainBackend {
 
     // ---- inputs ---------------------------------------------------------------------------
     fn upload(&self, host: &[f32]) -> Result<Self::T>;
-    /// `ids`, `mask` `[rows, cols]`; `targets` `[rows, cols]` already shifted (-100: none).
-    fn batch(
-        &self,
-        ids: &[u32],
-        mask: &[bool],
-        targets: &[i64],
-        rows: usize,
-        cols: usize,
-    ) -> Result<Self::Batch>;
+    /// Token ids of rows of `cols` tokens.
+    fn ids(&self, ids: &[u32], cols: usize) -> Result<Self::Ids>;
+    /// The ids `offset + column` of `n` tokens in rows of `cols` (BART's learned positions).
+    fn positions(&self, n: usize, cols: usize, offset: usize) -> Result<Self::Ids>;
+    fn mask(&self, mask: &[bool]) -> Result<Self::Mask>;
+    fn targets(&self, targets: &[i64]) -> Result<Self::Targets>;
 
     // ---- elementwise ----------------------------------------------------------------------
     fn zeros(&self, n: usize) -> Result<Self::T>;
     fn copy(&self, x: &Self::T) -> Result<Self::T>;
     /// x += y.
     fn add(&self, x: &mut Self::T, y: &Self::T) -> Result<()>;
+    /// Every row of x [R, c] += bias [c].
+    fn add_rows(&self, x: &mut Self::T, bias: &[f32], c: usize) -> Result<()>;
+    /// Inverted dropout in place with the mask of `seed` (the same call on a gradient is the
+    /// backward pass).
+    fn dropout(&self, x: &mut Self::T, p: f32, seed: u64) -> Result<()>;
 
     // ---- the steps, forward and backward side by side ---------------------------------------
-    /// out[N, C] = table[ids] (an error names an id past the table).
-    fn embedding(&self, table: &Self::Slot, b: &Self::Batch, c: usize) -> Result<Self::T>;
-    /// dtable[ids] += dx when the table trains.
+    /// out[N, C] = table[ids] · scale (an error names an id past the table).
+    fn embedding(
+        &self,
+        table: &Self::Slot,
+        ids: &Self::Ids,
+        c: usize,
+        scale: f32,
+    ) -> Result<Self::T>;
+    /// dtable[ids] += dx · scale when the table trains.
     fn embedding_backward(
         &self,
         table: &mut Self::Slot,
         dx: &Self::T,
-        b: &Self::Batch,
+        ids: &Self::Ids,
         c: usize,
+        scale: f32,
     ) -> Result<()>;
+
+    /// LayerNorm with bias of every row of `x` [R, c]: the output and the row statistics.
+    fn layernorm(
+        &self,
+        x: &Self::T,
+        w: &Self::Slot,
+        b: &Self::Slot,
+        c: usize,
+        eps: f32,
+    ) -> Result<(Self::T, Self::LnStats)>;
+    /// d(input) for d(output) `dy`; the weight and bias gradients when they train.
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm_backward(
+        &self,
+        w: &mut Self::Slot,
+        b: &mut Self::Slot,
+        dy: &Self::T,
+        x: &Self::T,
+        st: &Self::LnStats,
+        c: usize,
+    ) -> Result<Self::T>;
+
+    /// x = act(x) in place.
+    fn act(&self, x: &mut Self::T, act: Activation) -> Result<()>;
+    /// d *= act'(x).
+    fn act_backward(&self, d: &mut Self::T, x: &Self::T, act: Activation) -> Result<()>;
 
     /// RMSNorm of every row of `x` [R, c]: the output and 1/rms per row.
     fn rmsnorm(
@@ -140,7 +181,7 @@ pub trait TrainBackend {
         &self,
         x: &mut Self::T,
         inv_freq: &Self::T,
-        b: &Self::Batch,
+        ids: &Self::Ids,
         heads: usize,
         dh: usize,
     ) -> Result<()>;
@@ -149,18 +190,20 @@ pub trait TrainBackend {
         &self,
         d: &mut Self::T,
         inv_freq: &Self::T,
-        b: &Self::Batch,
+        ids: &Self::Ids,
         heads: usize,
         dh: usize,
     ) -> Result<()>;
 
-    /// Masked attention of q [R·T, H·dh] over k, v [R·S, KV·dh].
+    /// Attention of q [R·T, H·dh] over k, v [R·S, KV·dh], masked keys never attended.
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         q: &Self::T,
         k: &Self::T,
         v: &Self::T,
-        b: &Self::Batch,
+        mask: Option<&Self::Mask>,
+        rows: usize,
         a: &TrainAttn,
     ) -> Result<(Self::T, Self::Probs)>;
     /// (dq, dk, dv) for the output gradient `dout`.
@@ -172,7 +215,7 @@ pub trait TrainBackend {
         q: &Self::T,
         k: &Self::T,
         v: &Self::T,
-        b: &Self::Batch,
+        rows: usize,
         a: &TrainAttn,
     ) -> Result<(Self::T, Self::T, Self::T)>;
 
@@ -193,10 +236,10 @@ pub trait TrainBackend {
     fn cross_entropy_backward(
         &self,
         logits: &mut Self::T,
-        b: &Self::Batch,
+        t: &Self::Targets,
         v: usize,
         scale: f32,
     ) -> Result<(f64, usize)>;
     /// The same sum and count, logits untouched.
-    fn cross_entropy(&self, logits: &Self::T, b: &Self::Batch, v: usize) -> Result<(f64, usize)>;
+    fn cross_entropy(&self, logits: &Self::T, t: &Self::Targets, v: usize) -> Result<(f64, usize)>;
 }

@@ -2,19 +2,19 @@
 //! its activations, and the hand-written backward (post-LayerNorm blocks, learned positions,
 //! tied shared embeddings counted once, `final_logits_bias` a frozen buffer). LoRA on any of
 //! q/k/v/out_proj/fc1/fc2 of every attention block, or full fine-tuning of every weight.
+//!
+//! The passes are written once over a [`TrainBackend`]: the CPU by default, the GPU with
+//! [`BartTrain::load_on`] and a CUDA backend.
 
 use super::bart::BartConfig;
+use crate::backend::train::TrainBackend;
+use crate::backend::Cpu;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::ops::activation::Activation;
-use crate::ops::attention::{attention_backward_rows, attention_train_forward_rows, TrainAttn};
-use crate::ops::cross_entropy::{cross_entropy_backward, cross_entropy_loss};
-use crate::ops::dropout::dropout_inplace;
-use crate::ops::embedding::{embedding_backward, embedding_forward};
-use crate::ops::layernorm::{layernorm_backward, layernorm_forward_train};
-use crate::ops::matmul::{linear_backward, linear_forward};
+use crate::ops::attention::TrainAttn;
 use crate::tensor::Weight;
-use crate::train::linear::{LinearCache, Slot, TrainLinear};
+use crate::train::linear::TrainLinear;
 use crate::train::setup::{check_targets, make_linear, make_slot, Kind, Setup};
 use crate::train::{Batch, LossSum, Param, Trainable};
 
@@ -32,65 +32,72 @@ fn part_seed(seed: Option<u64>, layer: usize, part: u64) -> Option<u64> {
     seed.map(|s| s ^ ((layer as u64 + 1) << 40) ^ (part << 20))
 }
 
-struct Norm {
-    w: Slot,
-    b: Slot,
+/// The weights of one model part, for the backend's copy and gradient passes.
+struct Parts<'a, B: TrainBackend> {
+    slots: Vec<&'a mut B::Slot>,
+    linears: Vec<&'a mut B::Linear>,
 }
 
-impl Norm {
-    fn load(ck: &Checkpoint, prefix: &str, d: usize, setup: &Setup) -> Result<Self> {
+struct Norm<B: TrainBackend> {
+    w: B::Slot,
+    b: B::Slot,
+}
+
+impl<B: TrainBackend> Norm<B> {
+    fn load(bk: &B, ck: &Checkpoint, prefix: &str, d: usize, setup: &Setup) -> Result<Self> {
         Ok(Norm {
-            w: make_slot(ck, &format!("{prefix}.weight"), &[d], setup)?,
-            b: make_slot(ck, &format!("{prefix}.bias"), &[d], setup)?,
+            w: bk.slot(make_slot(ck, &format!("{prefix}.weight"), &[d], setup)?)?,
+            b: bk.slot(make_slot(ck, &format!("{prefix}.bias"), &[d], setup)?)?,
         })
     }
-    fn forward(&self, x: &[f32], d: usize) -> (Vec<f32>, Vec<(f32, f32)>) {
-        let mut y = vec![0f32; x.len()];
-        let st = layernorm_forward_train(&mut y, x, self.w.data(), self.b.data(), d, LN_EPS);
-        (y, st)
+    fn forward(&self, bk: &B, x: &B::T, d: usize) -> Result<(B::T, B::LnStats)> {
+        bk.layernorm(x, &self.w, &self.b, d, LN_EPS)
     }
     /// Returns d(input) for d(output) `dy`.
-    fn backward(&mut self, dy: &[f32], x: &[f32], st: &[(f32, f32)], d: usize) -> Vec<f32> {
-        let w = self.w.data().to_vec();
-        let mut dx = vec![0f32; x.len()];
-        let db = match &mut self.b {
-            Slot::Train(p) => Some(&mut p.grad[..]),
-            Slot::Frozen(_) => None,
-        };
-        layernorm_backward(&mut dx, self.w.grad_mut(), db, dy, x, st, &w, d);
-        dx
+    fn backward(&mut self, bk: &B, dy: &B::T, x: &B::T, st: &B::LnStats, d: usize) -> Result<B::T> {
+        bk.layernorm_backward(&mut self.w, &mut self.b, dy, x, st, d)
     }
     fn params<'a>(&'a self, v: &mut Vec<&'a Param>) {
-        v.extend(self.w.param());
-        v.extend(self.b.param());
+        v.extend(B::host_slot(&self.w).param());
+        v.extend(B::host_slot(&self.b).param());
     }
     fn params_mut<'a>(&'a mut self, v: &mut Vec<&'a mut Param>) {
-        v.extend(self.w.param_mut());
-        v.extend(self.b.param_mut());
+        v.extend(B::host_slot_mut(&mut self.w).param_mut());
+        v.extend(B::host_slot_mut(&mut self.b).param_mut());
+    }
+    fn parts<'a>(&'a mut self, p: &mut Parts<'a, B>) {
+        p.slots.push(&mut self.w);
+        p.slots.push(&mut self.b);
     }
     fn export(&self, name: &str, d: usize, out: &mut Vec<(String, Weight)>) {
-        out.push((format!("{name}.weight"), self.w.to_weight(&[d])));
-        out.push((format!("{name}.bias"), self.b.to_weight(&[d])));
+        out.push((
+            format!("{name}.weight"),
+            B::host_slot(&self.w).to_weight(&[d]),
+        ));
+        out.push((
+            format!("{name}.bias"),
+            B::host_slot(&self.b).to_weight(&[d]),
+        ));
     }
 }
 
-struct Attn {
-    q: TrainLinear,
-    k: TrainLinear,
-    v: TrainLinear,
-    o: TrainLinear,
+struct Attn<B: TrainBackend> {
+    q: B::Linear,
+    k: B::Linear,
+    v: B::Linear,
+    o: B::Linear,
 }
 
-struct AttnCache {
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    probs: Vec<Vec<f32>>,
-    att: Vec<f32>,
-    cq: LinearCache,
-    ck: LinearCache,
-    cv: LinearCache,
-    co: LinearCache,
+struct AttnCache<B: TrainBackend> {
+    q: B::T,
+    k: B::T,
+    v: B::T,
+    probs: B::Probs,
+    att: B::T,
+    cq: B::LinCache,
+    ck: B::LinCache,
+    cv: B::LinCache,
+    co: B::LinCache,
 }
 
 /// Geometry of one attention call over a batch: `rows` sequences of `t` queries against
@@ -104,10 +111,10 @@ struct Geo {
     causal: bool,
 }
 
-impl Attn {
-    fn load(ck: &Checkpoint, prefix: &str, d: usize, setup: &Setup) -> Result<Self> {
+impl<B: TrainBackend> Attn<B> {
+    fn load(bk: &B, ck: &Checkpoint, prefix: &str, d: usize, setup: &Setup) -> Result<Self> {
         let l = |n: &str| {
-            make_linear(
+            bk.linear(make_linear(
                 ck,
                 &format!("{prefix}.{n}"),
                 d,
@@ -115,7 +122,7 @@ impl Attn {
                 true,
                 setup,
                 &BART_LINEAR,
-            )
+            )?)
         };
         Ok(Attn {
             q: l("q_proj")?,
@@ -126,15 +133,24 @@ impl Attn {
     }
 
     fn lins(&self) -> [&TrainLinear; 4] {
-        [&self.q, &self.k, &self.v, &self.o]
+        [&self.q, &self.k, &self.v, &self.o].map(B::host_linear)
     }
 
     fn lins_mut(&mut self) -> [&mut TrainLinear; 4] {
-        [&mut self.q, &mut self.k, &mut self.v, &mut self.o]
+        [&mut self.q, &mut self.k, &mut self.v, &mut self.o].map(B::host_linear_mut)
+    }
+
+    fn parts<'a>(&'a mut self, p: &mut Parts<'a, B>) {
+        p.linears
+            .extend([&mut self.q, &mut self.k, &mut self.v, &mut self.o]);
+    }
+
+    fn d(&self) -> usize {
+        B::host_linear(&self.q).out
     }
 
     fn shape(&self, g: Geo) -> TrainAttn {
-        let d = self.q.out;
+        let d = self.d();
         let dh = d / g.h;
         TrainAttn {
             t: g.t,
@@ -150,36 +166,32 @@ impl Attn {
     /// x_q [rows·t, d] attends to x_kv [rows·s, d]; key_mask [rows, s] if any.
     fn forward(
         &self,
-        x_q: &[f32],
-        x_kv: &[f32],
-        key_mask: Option<&[bool]>,
+        bk: &B,
+        (x_q, x_kv): (&B::T, &B::T),
+        key_mask: Option<&B::Mask>,
         g: Geo,
         seed: Option<u64>,
-    ) -> (Vec<f32>, AttnCache) {
-        let d = self.q.out;
+    ) -> Result<(B::T, AttnCache<B>)> {
         let (nq, nk) = (g.rows * g.t, g.rows * g.s);
         let sd = |i: u64| seed.map(|s| s ^ i.wrapping_mul(0x9E37_79B9));
-        let (q, cq) = self.q.forward(x_q, nq, sd(1));
-        let (k, ck) = self.k.forward(x_kv, nk, sd(2));
-        let (v, cv) = self.v.forward(x_kv, nk, sd(3));
+        let (q, cq) = bk.linear_forward(&self.q, x_q, nq, sd(1))?;
+        let (k, ck) = bk.linear_forward(&self.k, x_kv, nk, sd(2))?;
+        let (v, cv) = bk.linear_forward(&self.v, x_kv, nk, sd(3))?;
         let a = self.shape(g);
-        let mut att = vec![0f32; nq * d];
-        let probs = attention_train_forward_rows(&mut att, &q, &k, &v, key_mask, g.rows, &a);
-        let (o, co) = self.o.forward(&att, nq, sd(4));
-        (
-            o,
-            AttnCache {
-                q,
-                k,
-                v,
-                probs,
-                att,
-                cq,
-                ck,
-                cv,
-                co,
-            },
-        )
+        let (att, probs) = bk.attention(&q, &k, &v, key_mask, g.rows, &a)?;
+        let (o, co) = bk.linear_forward(&self.o, &att, nq, sd(4))?;
+        let cache = AttnCache {
+            q,
+            k,
+            v,
+            probs,
+            att,
+            cq,
+            ck,
+            cv,
+            co,
+        };
+        Ok((o, cache))
     }
 
     /// Backward: accumulates into dx_q and dx_kv (the same buffer for self-attention is
@@ -187,165 +199,190 @@ impl Attn {
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &mut self,
-        dy: &[f32],
-        x_q: &[f32],
-        x_kv: &[f32],
-        c: &AttnCache,
+        bk: &B,
+        dy: &B::T,
+        (x_q, x_kv): (&B::T, &B::T),
+        c: &AttnCache<B>,
         g: Geo,
-        dx_q: &mut [f32],
-        dx_kv: &mut [f32],
-    ) {
-        let d = self.q.out;
+        dx_q: &mut B::T,
+        dx_kv: &mut B::T,
+    ) -> Result<()> {
+        let d = self.d();
         let (nq, nk) = (g.rows * g.t, g.rows * g.s);
-        let mut datt = vec![0f32; nq * d];
-        self.o.backward(Some(&mut datt), dy, &c.att, &c.co, nq);
+        let mut datt = bk.zeros(nq * d)?;
+        bk.linear_backward(&mut self.o, Some(&mut datt), dy, &c.att, &c.co, nq)?;
         let a = self.shape(g);
-        let (mut dq, mut dk, mut dv) = (vec![0f32; nq * d], vec![0f32; nk * d], vec![0f32; nk * d]);
-        attention_backward_rows(
-            &mut dq, &mut dk, &mut dv, &datt, &c.probs, &c.q, &c.k, &c.v, &a,
-        );
-        self.q.backward(Some(dx_q), &dq, x_q, &c.cq, nq);
-        self.k.backward(Some(&mut *dx_kv), &dk, x_kv, &c.ck, nk);
-        self.v.backward(Some(dx_kv), &dv, x_kv, &c.cv, nk);
+        let (dq, dk, dv) = bk.attention_backward(&datt, &c.probs, &c.q, &c.k, &c.v, g.rows, &a)?;
+        bk.linear_backward(&mut self.q, Some(dx_q), &dq, x_q, &c.cq, nq)?;
+        bk.linear_backward(&mut self.k, Some(&mut *dx_kv), &dk, x_kv, &c.ck, nk)?;
+        bk.linear_backward(&mut self.v, Some(dx_kv), &dv, x_kv, &c.cv, nk)
     }
 }
 
-struct Ffn {
-    fc1: TrainLinear,
-    fc2: TrainLinear,
+struct Ffn<B: TrainBackend> {
+    fc1: B::Linear,
+    fc2: B::Linear,
 }
 
-struct FfnCache {
-    f: Vec<f32>,
-    a: Vec<f32>,
-    c1: LinearCache,
-    c2: LinearCache,
+struct FfnCache<B: TrainBackend> {
+    f: B::T,
+    a: B::T,
+    c1: B::LinCache,
+    c2: B::LinCache,
     seed: Option<u64>,
 }
 
-impl Ffn {
+impl<B: TrainBackend> Ffn<B> {
     /// fc2(dropout(act(fc1(x)))) then dropout; `drop` = (activation p, hidden p).
     fn forward(
         &self,
-        x: &[f32],
+        bk: &B,
+        x: &B::T,
         n: usize,
         act: Activation,
         seed: Option<u64>,
         drop: (f32, f32),
-    ) -> (Vec<f32>, FfnCache) {
+    ) -> Result<(B::T, FfnCache<B>)> {
         let sd = |i: u64| seed.map(|s| s ^ i.wrapping_mul(0xC2B2_AE35));
-        let (f, c1) = self.fc1.forward(x, n, sd(5));
-        let mut a = f.clone();
-        act.forward_inplace(&mut a);
+        let (f, c1) = bk.linear_forward(&self.fc1, x, n, sd(5))?;
+        let mut a = bk.copy(&f)?;
+        bk.act(&mut a, act)?;
         if let Some(s) = sd(7) {
-            dropout_inplace(&mut a, drop.0, s);
+            bk.dropout(&mut a, drop.0, s)?;
         }
-        let (mut y, c2) = self.fc2.forward(&a, n, sd(6));
+        let (mut y, c2) = bk.linear_forward(&self.fc2, &a, n, sd(6))?;
         if let Some(s) = sd(8) {
-            dropout_inplace(&mut y, drop.1, s);
+            bk.dropout(&mut y, drop.1, s)?;
         }
-        (y, FfnCache { f, a, c1, c2, seed })
+        Ok((y, FfnCache { f, a, c1, c2, seed }))
     }
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &mut self,
-        dy: &[f32],
-        x: &[f32],
-        c: &FfnCache,
+        bk: &B,
+        dy: &B::T,
+        x: &B::T,
+        c: &FfnCache<B>,
         n: usize,
         act: Activation,
-        dx: &mut [f32],
+        dx: &mut B::T,
         drop: (f32, f32),
-    ) {
+    ) -> Result<()> {
         let sd = |i: u64| c.seed.map(|s| s ^ i.wrapping_mul(0xC2B2_AE35));
-        let mut dy = dy.to_vec();
+        let mut dy = bk.copy(dy)?;
         if let Some(s) = sd(8) {
-            dropout_inplace(&mut dy, drop.1, s);
+            bk.dropout(&mut dy, drop.1, s)?;
         }
-        let mut da = vec![0f32; c.a.len()];
-        self.fc2.backward(Some(&mut da), &dy, &c.a, &c.c2, n);
+        let f = B::host_linear(&self.fc1).out;
+        let mut da = bk.zeros(n * f)?;
+        bk.linear_backward(&mut self.fc2, Some(&mut da), &dy, &c.a, &c.c2, n)?;
         if let Some(s) = sd(7) {
-            dropout_inplace(&mut da, drop.0, s);
+            bk.dropout(&mut da, drop.0, s)?;
         }
-        act.backward_inplace(&mut da, &c.f);
-        self.fc1.backward(Some(dx), &da, x, &c.c1, n);
+        bk.act_backward(&mut da, &c.f, act)?;
+        bk.linear_backward(&mut self.fc1, Some(dx), &da, x, &c.c1, n)
+    }
+    fn parts<'a>(&'a mut self, p: &mut Parts<'a, B>) {
+        p.linears.extend([&mut self.fc1, &mut self.fc2]);
     }
 }
 
-struct EncLayer {
-    attn: Attn,
-    ln1: Norm,
-    ffn: Ffn,
-    ln2: Norm,
+struct EncLayer<B: TrainBackend> {
+    attn: Attn<B>,
+    ln1: Norm<B>,
+    ffn: Ffn<B>,
+    ln2: Norm<B>,
 }
 
-struct DecLayer {
-    attn: Attn,
-    ln1: Norm,
-    cross: Attn,
-    ln2: Norm,
-    ffn: Ffn,
-    ln3: Norm,
+struct DecLayer<B: TrainBackend> {
+    attn: Attn<B>,
+    ln1: Norm<B>,
+    cross: Attn<B>,
+    ln2: Norm<B>,
+    ffn: Ffn<B>,
+    ln3: Norm<B>,
 }
 
 /// Per-block activations: the block input, its sub-layer cache, and the LayerNorm input/stats.
-struct EncCache {
-    x: Vec<f32>,
-    ca: AttnCache,
-    h1: Vec<f32>,
-    s1: Vec<(f32, f32)>,
-    x1: Vec<f32>,
-    cf: FfnCache,
-    h2: Vec<f32>,
-    s2: Vec<(f32, f32)>,
+struct EncCache<B: TrainBackend> {
+    x: B::T,
+    ca: AttnCache<B>,
+    h1: B::T,
+    s1: B::LnStats,
+    x1: B::T,
+    cf: FfnCache<B>,
+    h2: B::T,
+    s2: B::LnStats,
 }
 
-struct DecCache {
-    x: Vec<f32>,
-    ca: AttnCache,
-    h1: Vec<f32>,
-    s1: Vec<(f32, f32)>,
-    x1: Vec<f32>,
-    cc: AttnCache,
-    h2: Vec<f32>,
-    s2: Vec<(f32, f32)>,
-    x2: Vec<f32>,
-    cf: FfnCache,
-    h3: Vec<f32>,
-    s3: Vec<(f32, f32)>,
+struct DecCache<B: TrainBackend> {
+    x: B::T,
+    ca: AttnCache<B>,
+    h1: B::T,
+    s1: B::LnStats,
+    x1: B::T,
+    cc: AttnCache<B>,
+    h2: B::T,
+    s2: B::LnStats,
+    x2: B::T,
+    cf: FfnCache<B>,
+    h3: B::T,
+    s3: B::LnStats,
 }
 
-pub struct BartTrain {
+pub struct BartTrain<B: TrainBackend = Cpu> {
     pub config: BartConfig,
+    backend: B,
     act: Activation,
     embed_scale: f32,
-    shared: Slot,
-    lm_head: Option<TrainLinear>,
+    shared: B::Slot,
+    lm_head: Option<B::Linear>,
     final_logits_bias: Vec<f32>,
-    enc_pos: Slot,
-    enc_ln: Norm,
-    enc: Vec<EncLayer>,
-    dec_pos: Slot,
-    dec_ln: Norm,
-    dec: Vec<DecLayer>,
+    enc_pos: B::Slot,
+    enc_ln: Norm<B>,
+    enc: Vec<EncLayer<B>>,
+    dec_pos: B::Slot,
+    dec_ln: Norm<B>,
+    dec: Vec<DecLayer<B>>,
     dropout_seed: Option<u64>,
+    /// The host values changed (optimizer step, resume) since the backend last copied them.
+    stale: bool,
 }
 
-struct Fwd {
+/// A micro-batch on the backend.
+struct Inputs<B: TrainBackend> {
+    enc_ids: B::Ids,
+    enc_pos: B::Ids,
+    dec_ids: B::Ids,
+    dec_pos: B::Ids,
+    mask: B::Mask,
+    labels: B::Targets,
+}
+
+struct Fwd<B: TrainBackend> {
     /// The dropout seed the pass ran with (None: no dropout).
     seed: Option<u64>,
-    enc_emb: Vec<f32>,
-    enc_emb_st: Vec<(f32, f32)>,
-    enc: Vec<EncCache>,
-    enc_out: Vec<f32>,
-    dec_emb: Vec<f32>,
-    dec_emb_st: Vec<(f32, f32)>,
-    dec: Vec<DecCache>,
-    out: Vec<f32>,
+    enc_emb: B::T,
+    enc_emb_st: B::LnStats,
+    enc: Vec<EncCache<B>>,
+    enc_out: B::T,
+    dec_emb: B::T,
+    dec_emb_st: B::LnStats,
+    dec: Vec<DecCache<B>>,
+    out: B::T,
 }
 
-impl BartTrain {
+impl BartTrain<Cpu> {
+    /// Load for training on the CPU.
     pub fn load(config: BartConfig, ck: &Checkpoint, setup: &Setup) -> Result<Self> {
+        Self::load_on(Cpu, config, ck, setup)
+    }
+}
+
+impl<B: TrainBackend> BartTrain<B> {
+    /// Load for training on `backend` (weights made resident there once).
+    pub fn load_on(backend: B, config: BartConfig, ck: &Checkpoint, setup: &Setup) -> Result<Self> {
+        let bk = &backend;
         let c = &config;
         if c.normalize_before || c.add_final_layer_norm {
             return Err(Error::config(
@@ -390,6 +427,7 @@ impl BartTrain {
         if let Some(p) = shared.param_mut() {
             p.name = "model.shared.weight".into();
         }
+        let shared = bk.slot(shared)?;
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
@@ -402,7 +440,7 @@ impl BartTrain {
             if s.kind != Kind::Full {
                 s.kind = Kind::Lora;
             }
-            Some(make_linear(ck, "lm_head", v, d, false, &s, &[])?)
+            Some(bk.linear(make_linear(ck, "lm_head", v, d, false, &s, &[])?)?)
         };
         let final_logits_bias = if ck.contains("final_logits_bias") {
             ck.get("final_logits_bias", &[1, v])?.to_vec()
@@ -410,9 +448,10 @@ impl BartTrain {
             vec![0.0; v]
         };
         let p = c.max_position_embeddings + POS_OFFSET;
-        let lin =
-            |name: String, out, inp| make_linear(ck, &name, out, inp, true, setup, &BART_LINEAR);
-        let ffn = |pre: &str, f: usize| -> Result<Ffn> {
+        let lin = |name: String, out, inp| {
+            bk.linear(make_linear(ck, &name, out, inp, true, setup, &BART_LINEAR)?)
+        };
+        let ffn = |pre: &str, f: usize| -> Result<Ffn<B>> {
             Ok(Ffn {
                 fc1: lin(format!("{pre}.fc1"), f, d)?,
                 fc2: lin(format!("{pre}.fc2"), d, f)?,
@@ -422,24 +461,31 @@ impl BartTrain {
         for i in 0..c.encoder_layers {
             let pre = format!("model.encoder.layers.{i}");
             enc.push(EncLayer {
-                attn: Attn::load(ck, &format!("{pre}.self_attn"), d, setup)?,
-                ln1: Norm::load(ck, &format!("{pre}.self_attn_layer_norm"), d, setup)?,
+                attn: Attn::load(bk, ck, &format!("{pre}.self_attn"), d, setup)?,
+                ln1: Norm::load(bk, ck, &format!("{pre}.self_attn_layer_norm"), d, setup)?,
                 ffn: ffn(&pre, c.encoder_ffn_dim)?,
-                ln2: Norm::load(ck, &format!("{pre}.final_layer_norm"), d, setup)?,
+                ln2: Norm::load(bk, ck, &format!("{pre}.final_layer_norm"), d, setup)?,
             });
         }
         let mut dec = Vec::new();
         for i in 0..c.decoder_layers {
             let pre = format!("model.decoder.layers.{i}");
             dec.push(DecLayer {
-                attn: Attn::load(ck, &format!("{pre}.self_attn"), d, setup)?,
-                ln1: Norm::load(ck, &format!("{pre}.self_attn_layer_norm"), d, setup)?,
-                cross: Attn::load(ck, &format!("{pre}.encoder_attn"), d, setup)?,
-                ln2: Norm::load(ck, &format!("{pre}.encoder_attn_layer_norm"), d, setup)?,
+                attn: Attn::load(bk, ck, &format!("{pre}.self_attn"), d, setup)?,
+                ln1: Norm::load(bk, ck, &format!("{pre}.self_attn_layer_norm"), d, setup)?,
+                cross: Attn::load(bk, ck, &format!("{pre}.encoder_attn"), d, setup)?,
+                ln2: Norm::load(bk, ck, &format!("{pre}.encoder_attn_layer_norm"), d, setup)?,
                 ffn: ffn(&pre, c.decoder_ffn_dim)?,
-                ln3: Norm::load(ck, &format!("{pre}.final_layer_norm"), d, setup)?,
+                ln3: Norm::load(bk, ck, &format!("{pre}.final_layer_norm"), d, setup)?,
             });
         }
+        let pos = |n: &str| bk.slot(make_slot(ck, n, &[p, d], setup)?);
+        let (enc_pos, dec_pos) = (
+            pos("model.encoder.embed_positions.weight")?,
+            pos("model.decoder.embed_positions.weight")?,
+        );
+        let enc_ln = Norm::load(bk, ck, "model.encoder.layernorm_embedding", d, setup)?;
+        let dec_ln = Norm::load(bk, ck, "model.decoder.layernorm_embedding", d, setup)?;
         Ok(BartTrain {
             act: Activation::from_name(&c.activation_function)?,
             embed_scale: if c.scale_embedding {
@@ -450,13 +496,15 @@ impl BartTrain {
             shared,
             lm_head,
             final_logits_bias,
-            enc_pos: make_slot(ck, "model.encoder.embed_positions.weight", &[p, d], setup)?,
-            enc_ln: Norm::load(ck, "model.encoder.layernorm_embedding", d, setup)?,
+            enc_pos,
+            enc_ln,
             enc,
-            dec_pos: make_slot(ck, "model.decoder.embed_positions.weight", &[p, d], setup)?,
-            dec_ln: Norm::load(ck, "model.decoder.layernorm_embedding", d, setup)?,
+            dec_pos,
+            dec_ln,
             dec,
             dropout_seed: None,
+            stale: false,
+            backend,
             config,
         })
     }
@@ -482,39 +530,52 @@ impl BartTrain {
         Ok(())
     }
 
-    /// x = E[ids]·scale + P[pos + 2] for every row of length `t`.
-    fn embed(&self, ids: &[u32], t: usize, pos: &Slot) -> Result<Vec<f32>> {
+    fn inputs(&self, b: &Batch) -> Result<Inputs<B>> {
+        self.check_batch(b)?;
+        let bk = &self.backend;
+        let (ne, nd) = (b.rows * b.cols, b.rows * b.dec_cols);
+        Ok(Inputs {
+            enc_ids: bk.ids(&b.input_ids, b.cols)?,
+            enc_pos: bk.positions(ne, b.cols, POS_OFFSET)?,
+            dec_ids: bk.ids(&b.decoder_input_ids, b.dec_cols)?,
+            dec_pos: bk.positions(nd, b.dec_cols, POS_OFFSET)?,
+            mask: bk.mask(&b.attention_mask)?,
+            labels: bk.targets(&b.labels)?,
+        })
+    }
+
+    /// x = E[ids]·scale + P[pos + 2].
+    fn embed(&self, ids: &B::Ids, pids: &B::Ids, pos: &B::Slot) -> Result<B::T> {
+        let bk = &self.backend;
         let d = self.config.d_model;
-        let mut x = vec![0f32; ids.len() * d];
-        embedding_forward(&mut x, ids, self.shared.data(), d, self.embed_scale)?;
-        let p = pos.data();
-        for (i, row) in x.chunks_exact_mut(d).enumerate() {
-            let pi = i % t + POS_OFFSET;
-            row.iter_mut()
-                .zip(&p[pi * d..(pi + 1) * d])
-                .for_each(|(a, b)| *a += b);
-        }
+        let mut x = bk.embedding(&self.shared, ids, d, self.embed_scale)?;
+        let p = bk.embedding(pos, pids, d, 1.0)?;
+        bk.add(&mut x, &p)?;
         Ok(x)
     }
 
     /// Teacher-forced forward; dropout (hidden, activation, LoRA) only when `train`.
-    fn forward(&self, b: &Batch, train: bool) -> Result<Fwd> {
-        self.check_batch(b)?;
+    fn forward(&self, b: &Batch, inp: &Inputs<B>, train: bool) -> Result<Fwd<B>> {
+        let bk = &self.backend;
         let c = &self.config;
         let d = c.d_model;
         let (rows, s, t) = (b.rows, b.cols, b.dec_cols);
         let seed = if train { self.dropout_seed } else { None };
         let drop = (c.activation_dropout, c.dropout);
-        let hidden_drop = |x: &mut [f32], s: Option<u64>| {
-            if let Some(s) = s {
-                dropout_inplace(x, drop.1, s);
-            }
+        let hidden_drop = |x: &mut B::T, s: Option<u64>| match s {
+            Some(s) => bk.dropout(x, drop.1, s),
+            None => Ok(()),
+        };
+        let sum = |x: &B::T, y: &B::T| -> Result<B::T> {
+            let mut z = bk.copy(x)?;
+            bk.add(&mut z, y)?;
+            Ok(z)
         };
         let sd = |layer: usize, part: u64| part_seed(seed, layer, part);
         // Encoder.
-        let enc_emb = self.embed(&b.input_ids, s, &self.enc_pos)?;
-        let (mut x, enc_emb_st) = self.enc_ln.forward(&enc_emb, d);
-        hidden_drop(&mut x, sd(EMB_LAYER, 14));
+        let enc_emb = self.embed(&inp.enc_ids, &inp.enc_pos, &self.enc_pos)?;
+        let (mut x, enc_emb_st) = self.enc_ln.forward(bk, &enc_emb, d)?;
+        hidden_drop(&mut x, sd(EMB_LAYER, 14))?;
         let eg = Geo {
             rows,
             t: s,
@@ -526,13 +587,15 @@ impl BartTrain {
         for (li, l) in self.enc.iter().enumerate() {
             let (mut a, ca) = l
                 .attn
-                .forward(&x, &x, Some(&b.attention_mask), eg, sd(li, 1));
-            hidden_drop(&mut a, sd(li, 10));
-            let h1: Vec<f32> = x.iter().zip(&a).map(|(p, q)| p + q).collect();
-            let (x1, s1) = l.ln1.forward(&h1, d);
-            let (f, cf) = l.ffn.forward(&x1, rows * s, self.act, sd(li, 2), drop);
-            let h2: Vec<f32> = x1.iter().zip(&f).map(|(p, q)| p + q).collect();
-            let (x2, s2) = l.ln2.forward(&h2, d);
+                .forward(bk, (&x, &x), Some(&inp.mask), eg, sd(li, 1))?;
+            hidden_drop(&mut a, sd(li, 10))?;
+            let h1 = sum(&x, &a)?;
+            let (x1, s1) = l.ln1.forward(bk, &h1, d)?;
+            let (f, cf) = l
+                .ffn
+                .forward(bk, &x1, rows * s, self.act, sd(li, 2), drop)?;
+            let h2 = sum(&x1, &f)?;
+            let (x2, s2) = l.ln2.forward(bk, &h2, d)?;
             enc.push(EncCache {
                 x: std::mem::replace(&mut x, x2),
                 ca,
@@ -546,9 +609,9 @@ impl BartTrain {
         }
         let enc_out = x;
         // Decoder.
-        let dec_emb = self.embed(&b.decoder_input_ids, t, &self.dec_pos)?;
-        let (mut x, dec_emb_st) = self.dec_ln.forward(&dec_emb, d);
-        hidden_drop(&mut x, sd(EMB_LAYER + 1, 14));
+        let dec_emb = self.embed(&inp.dec_ids, &inp.dec_pos, &self.dec_pos)?;
+        let (mut x, dec_emb_st) = self.dec_ln.forward(bk, &dec_emb, d)?;
+        hidden_drop(&mut x, sd(EMB_LAYER + 1, 14))?;
         let h = c.decoder_attention_heads;
         let sg = Geo {
             rows,
@@ -567,19 +630,21 @@ impl BartTrain {
         let mut dec = Vec::new();
         for (li, l) in self.dec.iter().enumerate() {
             let li2 = li + DEC_LAYER;
-            let (mut a, ca) = l.attn.forward(&x, &x, None, sg, sd(li2, 1));
-            hidden_drop(&mut a, sd(li2, 10));
-            let h1: Vec<f32> = x.iter().zip(&a).map(|(p, q)| p + q).collect();
-            let (x1, s1) = l.ln1.forward(&h1, d);
+            let (mut a, ca) = l.attn.forward(bk, (&x, &x), None, sg, sd(li2, 1))?;
+            hidden_drop(&mut a, sd(li2, 10))?;
+            let h1 = sum(&x, &a)?;
+            let (x1, s1) = l.ln1.forward(bk, &h1, d)?;
             let (mut cr, cc) =
                 l.cross
-                    .forward(&x1, &enc_out, Some(&b.attention_mask), cg, sd(li2, 3));
-            hidden_drop(&mut cr, sd(li2, 13));
-            let h2: Vec<f32> = x1.iter().zip(&cr).map(|(p, q)| p + q).collect();
-            let (x2, s2) = l.ln2.forward(&h2, d);
-            let (f, cf) = l.ffn.forward(&x2, rows * t, self.act, sd(li2, 2), drop);
-            let h3: Vec<f32> = x2.iter().zip(&f).map(|(p, q)| p + q).collect();
-            let (x3, s3) = l.ln3.forward(&h3, d);
+                    .forward(bk, (&x1, &enc_out), Some(&inp.mask), cg, sd(li2, 3))?;
+            hidden_drop(&mut cr, sd(li2, 13))?;
+            let h2 = sum(&x1, &cr)?;
+            let (x2, s2) = l.ln2.forward(bk, &h2, d)?;
+            let (f, cf) = l
+                .ffn
+                .forward(bk, &x2, rows * t, self.act, sd(li2, 2), drop)?;
+            let h3 = sum(&x2, &f)?;
+            let (x3, s3) = l.ln3.forward(bk, &h3, d)?;
             dec.push(DecCache {
                 x: std::mem::replace(&mut x, x3),
                 ca,
@@ -608,49 +673,118 @@ impl BartTrain {
         })
     }
 
-    fn logits(&self, x: &[f32], n: usize) -> (Vec<f32>, LinearCache) {
+    fn logits(&self, x: &B::T, n: usize) -> Result<(B::T, Option<B::LinCache>)> {
+        let bk = &self.backend;
         let (d, v) = (self.config.d_model, self.config.vocab_size);
         let (mut logits, cache) = match &self.lm_head {
-            Some(h) => h.forward(x, n, None),
-            None => {
-                let mut l = vec![0f32; n * v];
-                linear_forward(&mut l, x, self.shared.data(), None, n, d, v);
-                (l, LinearCache::default())
+            Some(h) => {
+                let (y, c) = bk.linear_forward(h, x, n, None)?;
+                (y, Some(c))
             }
+            None => (bk.tied_logits(x, &self.shared, n, d, v)?, None),
         };
-        for row in logits.chunks_exact_mut(v) {
-            row.iter_mut()
-                .zip(&self.final_logits_bias)
-                .for_each(|(a, b)| *a += b);
+        bk.add_rows(&mut logits, &self.final_logits_bias, v)?;
+        Ok((logits, cache))
+    }
+
+    /// Copy the host values to the backend (`push`), or bring the backend's gradients home.
+    fn sync(&mut self, push: bool) -> Result<()> {
+        let BartTrain {
+            backend: bk,
+            shared,
+            lm_head,
+            enc_pos,
+            enc_ln,
+            enc,
+            dec_pos,
+            dec_ln,
+            dec,
+            ..
+        } = self;
+        let mut p = Parts {
+            slots: vec![shared, enc_pos, dec_pos],
+            linears: lm_head.iter_mut().collect(),
+        };
+        enc_ln.parts(&mut p);
+        dec_ln.parts(&mut p);
+        for l in enc.iter_mut() {
+            l.attn.parts(&mut p);
+            l.ln1.parts(&mut p);
+            l.ffn.parts(&mut p);
+            l.ln2.parts(&mut p);
         }
-        (logits, cache)
+        for l in dec.iter_mut() {
+            l.attn.parts(&mut p);
+            l.ln1.parts(&mut p);
+            l.cross.parts(&mut p);
+            l.ln2.parts(&mut p);
+            l.ffn.parts(&mut p);
+            l.ln3.parts(&mut p);
+        }
+        for s in p.slots {
+            match push {
+                true => bk.push_slot(s)?,
+                false => bk.pull_slot(s)?,
+            }
+        }
+        for l in p.linears {
+            match push {
+                true => bk.push_linear(l)?,
+                false => bk.pull_linear(l)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The backend's copies := the host values, when the loop changed them.
+    fn refresh(&mut self) -> Result<()> {
+        if self.stale {
+            self.sync(true)?;
+            self.stale = false;
+        }
+        Ok(())
+    }
+
+    /// Gradient of the token + position embeddings for one stack's input.
+    fn embed_backward(
+        &mut self,
+        demb: &B::T,
+        ids: &B::Ids,
+        pids: &B::Ids,
+        encoder: bool,
+    ) -> Result<()> {
+        let bk = &self.backend;
+        let d = self.config.d_model;
+        bk.embedding_backward(&mut self.shared, demb, ids, d, self.embed_scale)?;
+        let pos = if encoder {
+            &mut self.enc_pos
+        } else {
+            &mut self.dec_pos
+        };
+        bk.embedding_backward(pos, demb, pids, d, 1.0)
     }
 }
 
-/// Adds `src` into `dst` element-wise.
-fn add(dst: &mut [f32], src: &[f32]) {
-    dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
-}
-
-impl Trainable for BartTrain {
+impl<B: TrainBackend> Trainable for BartTrain<B> {
     fn is_causal(&self) -> bool {
         false
     }
 
     fn params(&self) -> Vec<&Param> {
-        let mut v: Vec<&Param> = self.shared.param().into_iter().collect();
-        v.extend(self.enc_pos.param());
+        let slot = |s| B::host_slot(s).param();
+        let mut v: Vec<&Param> = slot(&self.shared).into_iter().collect();
+        v.extend(slot(&self.enc_pos));
         self.enc_ln.params(&mut v);
         for l in &self.enc {
             for lin in l.attn.lins() {
                 v.extend(lin.params());
             }
             l.ln1.params(&mut v);
-            v.extend(l.ffn.fc1.params());
-            v.extend(l.ffn.fc2.params());
+            v.extend(B::host_linear(&l.ffn.fc1).params());
+            v.extend(B::host_linear(&l.ffn.fc2).params());
             l.ln2.params(&mut v);
         }
-        v.extend(self.dec_pos.param());
+        v.extend(slot(&self.dec_pos));
         self.dec_ln.params(&mut v);
         for l in &self.dec {
             for lin in l.attn.lins() {
@@ -661,30 +795,35 @@ impl Trainable for BartTrain {
                 v.extend(lin.params());
             }
             l.ln2.params(&mut v);
-            v.extend(l.ffn.fc1.params());
-            v.extend(l.ffn.fc2.params());
+            v.extend(B::host_linear(&l.ffn.fc1).params());
+            v.extend(B::host_linear(&l.ffn.fc2).params());
             l.ln3.params(&mut v);
         }
         if let Some(h) = &self.lm_head {
-            v.extend(h.params());
+            v.extend(B::host_linear(h).params());
         }
         v
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut v: Vec<&mut Param> = self.shared.param_mut().into_iter().collect();
-        v.extend(self.enc_pos.param_mut());
+        // The caller may change the values: the backend copies them again before next use.
+        self.stale = true;
+        let mut v: Vec<&mut Param> = B::host_slot_mut(&mut self.shared)
+            .param_mut()
+            .into_iter()
+            .collect();
+        v.extend(B::host_slot_mut(&mut self.enc_pos).param_mut());
         self.enc_ln.params_mut(&mut v);
         for l in &mut self.enc {
             for lin in l.attn.lins_mut() {
                 v.extend(lin.params_mut());
             }
             l.ln1.params_mut(&mut v);
-            v.extend(l.ffn.fc1.params_mut());
-            v.extend(l.ffn.fc2.params_mut());
+            v.extend(B::host_linear_mut(&mut l.ffn.fc1).params_mut());
+            v.extend(B::host_linear_mut(&mut l.ffn.fc2).params_mut());
             l.ln2.params_mut(&mut v);
         }
-        v.extend(self.dec_pos.param_mut());
+        v.extend(B::host_slot_mut(&mut self.dec_pos).param_mut());
         self.dec_ln.params_mut(&mut v);
         for l in &mut self.dec {
             for lin in l.attn.lins_mut() {
@@ -695,12 +834,12 @@ impl Trainable for BartTrain {
                 v.extend(lin.params_mut());
             }
             l.ln2.params_mut(&mut v);
-            v.extend(l.ffn.fc1.params_mut());
-            v.extend(l.ffn.fc2.params_mut());
+            v.extend(B::host_linear_mut(&mut l.ffn.fc1).params_mut());
+            v.extend(B::host_linear_mut(&mut l.ffn.fc2).params_mut());
             l.ln3.params_mut(&mut v);
         }
         if let Some(h) = &mut self.lm_head {
-            v.extend(h.params_mut());
+            v.extend(B::host_linear_mut(h).params_mut());
         }
         v
     }
@@ -710,24 +849,20 @@ impl Trainable for BartTrain {
     }
 
     fn accumulate(&mut self, b: &Batch, scale: f32) -> Result<LossSum> {
+        self.refresh()?;
         let c = self.config.clone();
         let (d, v) = (c.d_model, c.vocab_size);
         let (rows, s, t) = (b.rows, b.cols, b.dec_cols);
         let (ne, nd) = (rows * s, rows * t);
-        let f = self.forward(b, true)?;
-        let (mut logits, chead) = self.logits(&f.out, nd);
-        let (sum, tokens) =
-            cross_entropy_backward(&mut logits, &b.labels, v, scale).map_err(Error::Generation)?;
-        let mut dx = vec![0f32; nd * d];
-        match &mut self.lm_head {
-            Some(h) => h.backward(Some(&mut dx), &logits, &f.out, &chead, nd),
-            None => {
-                let (w, dw) = match &mut self.shared {
-                    Slot::Frozen(w) => (&**w, None),
-                    Slot::Train(p) => (&p.value[..], Some(&mut p.grad[..])),
-                };
-                linear_backward(Some(&mut dx), dw, None, &logits, &f.out, w, nd, d, v);
-            }
+        let inp = self.inputs(b)?;
+        let f = self.forward(b, &inp, true)?;
+        let (mut logits, chead) = self.logits(&f.out, nd)?;
+        let bk = &self.backend;
+        let (sum, tokens) = bk.cross_entropy_backward(&mut logits, &inp.labels, v, scale)?;
+        let mut dx = bk.zeros(nd * d)?;
+        match (&mut self.lm_head, &chead) {
+            (Some(h), Some(ch)) => bk.linear_backward(h, Some(&mut dx), &logits, &f.out, ch, nd)?,
+            _ => bk.tied_logits_backward(&mut dx, &mut self.shared, &logits, &f.out, nd, d, v)?,
         }
         drop(logits);
         let act = self.act;
@@ -748,38 +883,52 @@ impl Trainable for BartTrain {
         };
         let drop = (c.activation_dropout, c.dropout);
         // Hidden dropout's backward: the same mask on the gradient.
-        let undrop = |g: &[f32], layer: usize, part: u64| {
-            let mut g = g.to_vec();
+        let undrop = |g: &B::T, layer: usize, part: u64| -> Result<B::T> {
+            let mut g = bk.copy(g)?;
             if let Some(s) = part_seed(f.seed, layer, part) {
-                dropout_inplace(&mut g, drop.1, s);
+                bk.dropout(&mut g, drop.1, s)?;
             }
-            g
+            Ok(g)
         };
-        let mut denc = vec![0f32; ne * d];
+        let mut denc = bk.zeros(ne * d)?;
         for (li, (l, cache)) in self.dec.iter_mut().zip(&f.dec).enumerate().rev() {
             let li2 = li + DEC_LAYER;
-            let dh3 = l.ln3.backward(&dx, &cache.h3, &cache.s3, d);
-            let mut dx2 = dh3.clone();
+            let dh3 = l.ln3.backward(bk, &dx, &cache.h3, &cache.s3, d)?;
+            let mut dx2 = bk.copy(&dh3)?;
             l.ffn
-                .backward(&dh3, &cache.x2, &cache.cf, nd, act, &mut dx2, drop);
-            let dh2 = l.ln2.backward(&dx2, &cache.h2, &cache.s2, d);
-            let mut dx1 = dh2.clone();
-            let dcr = undrop(&dh2, li2, 13);
+                .backward(bk, &dh3, &cache.x2, &cache.cf, nd, act, &mut dx2, drop)?;
+            let dh2 = l.ln2.backward(bk, &dx2, &cache.h2, &cache.s2, d)?;
+            let mut dx1 = bk.copy(&dh2)?;
+            let dcr = undrop(&dh2, li2, 13)?;
             l.cross.backward(
-                &dcr, &cache.x1, &f.enc_out, &cache.cc, cg, &mut dx1, &mut denc,
-            );
-            let dh1 = l.ln1.backward(&dx1, &cache.h1, &cache.s1, d);
-            let mut dxin = dh1.clone();
-            let mut dkv = vec![0f32; nd * d];
-            let da = undrop(&dh1, li2, 10);
-            l.attn
-                .backward(&da, &cache.x, &cache.x, &cache.ca, sg, &mut dxin, &mut dkv);
-            add(&mut dxin, &dkv);
+                bk,
+                &dcr,
+                (&cache.x1, &f.enc_out),
+                &cache.cc,
+                cg,
+                &mut dx1,
+                &mut denc,
+            )?;
+            let dh1 = l.ln1.backward(bk, &dx1, &cache.h1, &cache.s1, d)?;
+            let mut dxin = bk.copy(&dh1)?;
+            let mut dkv = bk.zeros(nd * d)?;
+            let da = undrop(&dh1, li2, 10)?;
+            l.attn.backward(
+                bk,
+                &da,
+                (&cache.x, &cache.x),
+                &cache.ca,
+                sg,
+                &mut dxin,
+                &mut dkv,
+            )?;
+            bk.add(&mut dxin, &dkv)?;
             dx = dxin;
         }
-        let dx = undrop(&dx, EMB_LAYER + 1, 14);
-        let demb = self.dec_ln.backward(&dx, &f.dec_emb, &f.dec_emb_st, d);
-        self.embed_backward(&demb, &b.decoder_input_ids, t, false);
+        let dx = undrop(&dx, EMB_LAYER + 1, 14)?;
+        let demb = self
+            .dec_ln
+            .backward(bk, &dx, &f.dec_emb, &f.dec_emb_st, d)?;
         let eg = Geo {
             rows,
             t: s,
@@ -789,30 +938,45 @@ impl Trainable for BartTrain {
         };
         let mut dx = denc;
         for (li, (l, cache)) in self.enc.iter_mut().zip(&f.enc).enumerate().rev() {
-            let dh2 = l.ln2.backward(&dx, &cache.h2, &cache.s2, d);
-            let mut dx1 = dh2.clone();
+            let dh2 = l.ln2.backward(bk, &dx, &cache.h2, &cache.s2, d)?;
+            let mut dx1 = bk.copy(&dh2)?;
             l.ffn
-                .backward(&dh2, &cache.x1, &cache.cf, ne, act, &mut dx1, drop);
-            let dh1 = l.ln1.backward(&dx1, &cache.h1, &cache.s1, d);
-            let mut dxin = dh1.clone();
-            let mut dkv = vec![0f32; ne * d];
-            let da = undrop(&dh1, li, 10);
-            l.attn
-                .backward(&da, &cache.x, &cache.x, &cache.ca, eg, &mut dxin, &mut dkv);
-            add(&mut dxin, &dkv);
+                .backward(bk, &dh2, &cache.x1, &cache.cf, ne, act, &mut dx1, drop)?;
+            let dh1 = l.ln1.backward(bk, &dx1, &cache.h1, &cache.s1, d)?;
+            let mut dxin = bk.copy(&dh1)?;
+            let mut dkv = bk.zeros(ne * d)?;
+            let da = undrop(&dh1, li, 10)?;
+            l.attn.backward(
+                bk,
+                &da,
+                (&cache.x, &cache.x),
+                &cache.ca,
+                eg,
+                &mut dxin,
+                &mut dkv,
+            )?;
+            bk.add(&mut dxin, &dkv)?;
             dx = dxin;
         }
-        let dx = undrop(&dx, EMB_LAYER, 14);
-        let demb = self.enc_ln.backward(&dx, &f.enc_emb, &f.enc_emb_st, d);
-        self.embed_backward(&demb, &b.input_ids, s, true);
+        let dx = undrop(&dx, EMB_LAYER, 14)?;
+        let demb_enc = self
+            .enc_ln
+            .backward(bk, &dx, &f.enc_emb, &f.enc_emb_st, d)?;
+        // Decoder first, then encoder: the order the shared table's gradient always summed in.
+        self.embed_backward(&demb, &inp.dec_ids, &inp.dec_pos, false)?;
+        self.embed_backward(&demb_enc, &inp.enc_ids, &inp.enc_pos, true)?;
+        self.sync(false)?;
         Ok(LossSum { sum, tokens })
     }
 
     fn eval_loss(&mut self, b: &Batch) -> Result<LossSum> {
-        let f = self.forward(b, false)?;
-        let (logits, _) = self.logits(&f.out, b.rows * b.dec_cols);
-        let (sum, tokens) = cross_entropy_loss(&logits, &b.labels, self.config.vocab_size)
-            .map_err(Error::Generation)?;
+        self.refresh()?;
+        let inp = self.inputs(b)?;
+        let f = self.forward(b, &inp, false)?;
+        let (logits, _) = self.logits(&f.out, b.rows * b.dec_cols)?;
+        let (sum, tokens) =
+            self.backend
+                .cross_entropy(&logits, &inp.labels, self.config.vocab_size)?;
         Ok(LossSum { sum, tokens })
     }
 
@@ -826,15 +990,15 @@ impl Trainable for BartTrain {
         let mut out = vec![
             (
                 "model.shared.weight".to_string(),
-                self.shared.to_weight(&[v, d]),
+                B::host_slot(&self.shared).to_weight(&[v, d]),
             ),
             (
                 "model.encoder.embed_positions.weight".to_string(),
-                self.enc_pos.to_weight(&[p, d]),
+                B::host_slot(&self.enc_pos).to_weight(&[p, d]),
             ),
             (
                 "model.decoder.embed_positions.weight".to_string(),
-                self.dec_pos.to_weight(&[p, d]),
+                B::host_slot(&self.dec_pos).to_weight(&[p, d]),
             ),
             (
                 "final_logits_bias".to_string(),
@@ -845,14 +1009,14 @@ impl Trainable for BartTrain {
             .export("model.encoder.layernorm_embedding", d, &mut out);
         self.dec_ln
             .export("model.decoder.layernorm_embedding", d, &mut out);
-        let attn = |out: &mut Vec<(String, Weight)>, pre: &str, a: &Attn| {
+        let attn = |out: &mut Vec<(String, Weight)>, pre: &str, a: &Attn<B>| {
             for (n, l) in [
                 ("q_proj", &a.q),
                 ("k_proj", &a.k),
                 ("v_proj", &a.v),
                 ("out_proj", &a.o),
             ] {
-                l.export(&format!("{pre}.{n}"), out);
+                B::host_linear(l).export(&format!("{pre}.{n}"), out);
             }
         };
         for (i, l) in self.enc.iter().enumerate() {
@@ -860,8 +1024,8 @@ impl Trainable for BartTrain {
             attn(&mut out, &format!("{pre}.self_attn"), &l.attn);
             l.ln1
                 .export(&format!("{pre}.self_attn_layer_norm"), d, &mut out);
-            l.ffn.fc1.export(&format!("{pre}.fc1"), &mut out);
-            l.ffn.fc2.export(&format!("{pre}.fc2"), &mut out);
+            B::host_linear(&l.ffn.fc1).export(&format!("{pre}.fc1"), &mut out);
+            B::host_linear(&l.ffn.fc2).export(&format!("{pre}.fc2"), &mut out);
             l.ln2
                 .export(&format!("{pre}.final_layer_norm"), d, &mut out);
         }
@@ -873,35 +1037,14 @@ impl Trainable for BartTrain {
             attn(&mut out, &format!("{pre}.encoder_attn"), &l.cross);
             l.ln2
                 .export(&format!("{pre}.encoder_attn_layer_norm"), d, &mut out);
-            l.ffn.fc1.export(&format!("{pre}.fc1"), &mut out);
-            l.ffn.fc2.export(&format!("{pre}.fc2"), &mut out);
+            B::host_linear(&l.ffn.fc1).export(&format!("{pre}.fc1"), &mut out);
+            B::host_linear(&l.ffn.fc2).export(&format!("{pre}.fc2"), &mut out);
             l.ln3
                 .export(&format!("{pre}.final_layer_norm"), d, &mut out);
         }
         if let Some(h) = &self.lm_head {
-            h.export("lm_head", &mut out);
+            B::host_linear(h).export("lm_head", &mut out);
         }
         Ok(out)
-    }
-}
-
-impl BartTrain {
-    /// Gradient of the token + position embeddings for one stack's input `ids` [rows, t].
-    fn embed_backward(&mut self, demb: &[f32], ids: &[u32], t: usize, encoder: bool) {
-        let d = self.config.d_model;
-        if let Some(g) = self.shared.grad_mut() {
-            embedding_backward(g, demb, ids, d, self.embed_scale);
-        }
-        let pos = if encoder {
-            &mut self.enc_pos
-        } else {
-            &mut self.dec_pos
-        };
-        if let Some(g) = pos.grad_mut() {
-            let pids: Vec<u32> = (0..ids.len())
-                .map(|i| (i % t + POS_OFFSET) as u32)
-                .collect();
-            embedding_backward(g, demb, &pids, d, 1.0);
-        }
     }
 }

@@ -110,6 +110,13 @@ struct LayerCache<B: TrainBackend> {
     cd: B::LinCache,
 }
 
+/// A micro-batch on the backend: token ids, key mask, shifted targets.
+struct Inputs<B: TrainBackend> {
+    ids: B::Ids,
+    mask: B::Mask,
+    targets: B::Targets,
+}
+
 fn seed_for(seed: Option<u64>, layer: usize, slot: u64) -> Option<u64> {
     seed.map(|s| s ^ ((layer as u64 + 1) << 32) ^ slot.wrapping_mul(0x9E37_79B9))
 }
@@ -331,7 +338,7 @@ impl<B: TrainBackend> LlamaTrain<B> {
         x: &mut B::T,
         heads: usize,
         w: Option<&B::Slot>,
-        bt: &B::Batch,
+        ids: &B::Ids,
     ) -> Result<Option<(B::T, B::T)>> {
         let dh = self.config.head_dim();
         let mut pre = None;
@@ -339,7 +346,7 @@ impl<B: TrainBackend> LlamaTrain<B> {
             let (y, rstd) = self.backend.rmsnorm(x, w, dh, self.config.rms_norm_eps)?;
             pre = Some((std::mem::replace(x, y), rstd));
         }
-        self.backend.rope(x, &self.inv_freq, bt, heads, dh)?;
+        self.backend.rope(x, &self.inv_freq, ids, heads, dh)?;
         Ok(pre)
     }
 
@@ -351,11 +358,11 @@ impl<B: TrainBackend> LlamaTrain<B> {
         heads: usize,
         w: Option<&mut B::Slot>,
         pre: Option<&(B::T, B::T)>,
-        (bt, n): (&B::Batch, usize),
+        (ids, n): (&B::Ids, usize),
     ) -> Result<B::T> {
         let bk = &self.backend;
         let dh = self.config.head_dim();
-        bk.rope_backward(&mut d, &self.inv_freq, bt, heads, dh)?;
+        bk.rope_backward(&mut d, &self.inv_freq, ids, heads, dh)?;
         match (w, pre) {
             (Some(w), Some((x, rstd))) => {
                 let mut dx = bk.zeros(n * heads * dh)?;
@@ -371,7 +378,7 @@ impl<B: TrainBackend> LlamaTrain<B> {
     #[allow(clippy::type_complexity)]
     fn forward(
         &self,
-        bt: &B::Batch,
+        inp: &Inputs<B>,
         (rows, cols): (usize, usize),
         keep: bool,
     ) -> Result<(B::T, B::T, B::T, Vec<LayerCache<B>>)> {
@@ -379,7 +386,7 @@ impl<B: TrainBackend> LlamaTrain<B> {
         let (hs, h, kv, ..) = self.dims();
         let eps = self.config.rms_norm_eps;
         let n = rows * cols;
-        let mut x = bk.embedding(&self.embed, bt, hs)?;
+        let mut x = bk.embedding(&self.embed, &inp.ids, hs, 1.0)?;
         let attn = self.attn(cols);
         let mut caches = Vec::new();
         // Dropout only while training (`keep`); evaluation is deterministic.
@@ -390,9 +397,9 @@ impl<B: TrainBackend> LlamaTrain<B> {
             let (mut q, cq) = bk.linear_forward(&l.q, &n1, n, sd(0))?;
             let (mut k, ck) = bk.linear_forward(&l.k, &n1, n, sd(1))?;
             let (v, cv) = bk.linear_forward(&l.v, &n1, n, sd(2))?;
-            let q_pre = self.norm_rope(&mut q, h, l.q_norm.as_ref(), bt)?;
-            let k_pre = self.norm_rope(&mut k, kv, l.k_norm.as_ref(), bt)?;
-            let (att, probs) = bk.attention(&q, &k, &v, bt, &attn)?;
+            let q_pre = self.norm_rope(&mut q, h, l.q_norm.as_ref(), &inp.ids)?;
+            let k_pre = self.norm_rope(&mut k, kv, l.k_norm.as_ref(), &inp.ids)?;
+            let (att, probs) = bk.attention(&q, &k, &v, Some(&inp.mask), rows, &attn)?;
             let (o, co) = bk.linear_forward(&l.o, &att, n, sd(3))?;
             let mut h1 = bk.copy(&x)?;
             bk.add(&mut h1, &o)?;
@@ -447,11 +454,14 @@ impl<B: TrainBackend> LlamaTrain<B> {
         })
     }
 
-    fn batch_of(&self, b: &Batch) -> Result<B::Batch> {
+    fn inputs(&self, b: &Batch) -> Result<Inputs<B>> {
         self.check_batch(b)?;
-        let t = Self::targets(b);
-        self.backend
-            .batch(&b.input_ids, &b.attention_mask, &t, b.rows, b.cols)
+        let bk = &self.backend;
+        Ok(Inputs {
+            ids: bk.ids(&b.input_ids, b.cols)?,
+            mask: bk.mask(&b.attention_mask)?,
+            targets: bk.targets(&Self::targets(b))?,
+        })
     }
 
     fn accumulate_on(&mut self, b: &Batch, scale: f32) -> Result<LossSum> {
@@ -459,11 +469,11 @@ impl<B: TrainBackend> LlamaTrain<B> {
         let (rows, cols) = (b.rows, b.cols);
         let n = rows * cols;
         self.refresh()?;
-        let bt = self.batch_of(b)?;
-        let (nf, x_last, rstd, caches) = self.forward(&bt, (rows, cols), true)?;
+        let inp = self.inputs(b)?;
+        let (nf, x_last, rstd, caches) = self.forward(&inp, (rows, cols), true)?;
         let (mut logits, chead) = self.logits(&nf, n)?;
         let bk = &self.backend;
-        let (sum, tokens) = bk.cross_entropy_backward(&mut logits, &bt, v, scale)?;
+        let (sum, tokens) = bk.cross_entropy_backward(&mut logits, &inp.targets, v, scale)?;
         // Output projection.
         let mut dnf = bk.zeros(n * hs)?;
         match (&mut self.lm_head, &chead) {
@@ -492,10 +502,10 @@ impl<B: TrainBackend> LlamaTrain<B> {
             let mut datt = bk.zeros(n * h * dh)?;
             bk.linear_backward(&mut l.o, Some(&mut datt), &dx, &c.att, &c.co, n)?;
             let (dq, dk, dv) =
-                bk.attention_backward(&datt, &c.probs, &c.q, &c.k, &c.v, &bt, &attn)?;
+                bk.attention_backward(&datt, &c.probs, &c.q, &c.k, &c.v, rows, &attn)?;
             let (mut qn, mut kn) = (l.q_norm.take(), l.k_norm.take());
-            let dq = self.norm_rope_backward(dq, h, qn.as_mut(), c.q_pre.as_ref(), (&bt, n));
-            let dk = self.norm_rope_backward(dk, kv, kn.as_mut(), c.k_pre.as_ref(), (&bt, n));
+            let dq = self.norm_rope_backward(dq, h, qn.as_mut(), c.q_pre.as_ref(), (&inp.ids, n));
+            let dk = self.norm_rope_backward(dk, kv, kn.as_mut(), c.k_pre.as_ref(), (&inp.ids, n));
             let l = &mut self.layers[li];
             (l.q_norm, l.k_norm) = (qn, kn);
             let (dq, dk) = (dq?, dk?);
@@ -507,7 +517,7 @@ impl<B: TrainBackend> LlamaTrain<B> {
             bk.rmsnorm_backward(&mut dx, &mut l.ln1, &dn1, &c.x_in, &c.rstd1, hs)?;
         }
         self.backend
-            .embedding_backward(&mut self.embed, &dx, &bt, hs)?;
+            .embedding_backward(&mut self.embed, &dx, &inp.ids, hs, 1.0)?;
         self.pull_grads()?;
         Ok(LossSum { sum, tokens })
     }
@@ -574,13 +584,13 @@ impl<B: TrainBackend> Trainable for LlamaTrain<B> {
 
     fn eval_loss(&mut self, b: &Batch) -> Result<LossSum> {
         self.refresh()?;
-        let bt = self.batch_of(b)?;
+        let inp = self.inputs(b)?;
         let n = b.rows * b.cols;
-        let (nf, ..) = self.forward(&bt, (b.rows, b.cols), false)?;
+        let (nf, ..) = self.forward(&inp, (b.rows, b.cols), false)?;
         let (logits, _) = self.logits(&nf, n)?;
-        let (sum, tokens) = self
-            .backend
-            .cross_entropy(&logits, &bt, self.config.vocab_size)?;
+        let (sum, tokens) =
+            self.backend
+                .cross_entropy(&logits, &inp.targets, self.config.vocab_size)?;
         Ok(LossSum { sum, tokens })
     }
 

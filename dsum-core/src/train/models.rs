@@ -69,64 +69,62 @@ pub fn build_on(
         let g = crate::io::gguf::GgufFile::open(path)?;
         let config = crate::io::gguf::hf::llama_config(&g)?;
         let ck = crate::io::gguf::hf::checkpoint(&g, &config)?;
-        return llama(config, &ck, setup, device, tf32);
+        return load(Config::Llama(config), &ck, setup, device, tf32);
     }
     let (arch, text) = inspect(path)?;
     let cfg_path = path.join("config.json").display().to_string();
     let ck = Checkpoint::open_dir(path)?;
-    match arch {
-        Arch::Bart => {
-            if device != Device::Cpu {
-                return Err(Error::CpuOnly("fine-tuning steps of BART models"));
-            }
-            Ok(Box::new(BartTrain::load(
-                BartConfig::from_json(&text, &cfg_path)?,
-                &ck,
-                setup,
-            )?))
-        }
-        Arch::Causal => llama(
-            LlamaConfig::from_json(&text, &cfg_path)?,
-            &ck,
-            setup,
-            device,
-            tf32,
-        ),
-    }
+    let config = match arch {
+        Arch::Bart => Config::Bart(BartConfig::from_json(&text, &cfg_path)?),
+        Arch::Causal => Config::Llama(LlamaConfig::from_json(&text, &cfg_path)?),
+    };
+    load(config, &ck, setup, device, tf32)
 }
 
-fn llama(
-    config: LlamaConfig,
+/// A model's parsed config.
+enum Config {
+    Bart(BartConfig),
+    Llama(LlamaConfig),
+}
+
+fn load(
+    config: Config,
     ck: &Checkpoint,
     setup: &Setup,
     device: Device,
     tf32: bool,
 ) -> Result<Box<dyn Trainable>> {
     match device {
-        Device::Cpu => Ok(Box::new(LlamaTrain::load(config, ck, setup)?)),
-        Device::Cuda(n) => llama_cuda(n, tf32, config, ck, setup),
+        Device::Cpu => Ok(match config {
+            Config::Bart(c) => Box::new(BartTrain::load(c, ck, setup)?),
+            Config::Llama(c) => Box::new(LlamaTrain::load(c, ck, setup)?),
+        }),
+        Device::Cuda(n) => load_cuda(config, ck, setup, n, tf32),
     }
 }
 
 #[cfg(feature = "dsum-kernels")]
-fn llama_cuda(
-    ordinal: usize,
-    tf32: bool,
-    config: LlamaConfig,
+fn load_cuda(
+    config: Config,
     ck: &Checkpoint,
     setup: &Setup,
+    ordinal: usize,
+    tf32: bool,
 ) -> Result<Box<dyn Trainable>> {
     let cuda = crate::backend::Cuda::open(ordinal)?.with_tf32(tf32);
-    Ok(Box::new(LlamaTrain::load_on(cuda, config, ck, setup)?))
+    Ok(match config {
+        Config::Bart(c) => Box::new(BartTrain::load_on(cuda, c, ck, setup)?),
+        Config::Llama(c) => Box::new(LlamaTrain::load_on(cuda, c, ck, setup)?),
+    })
 }
 
 #[cfg(not(feature = "dsum-kernels"))]
-fn llama_cuda(
-    _: usize,
-    _: bool,
-    _: LlamaConfig,
+fn load_cuda(
+    _: Config,
     _: &Checkpoint,
     _: &Setup,
+    _: usize,
+    _: bool,
 ) -> Result<Box<dyn Trainable>> {
     Err(Error::NotCompiledWithCuda)
 }
