@@ -41,14 +41,17 @@ pub fn cross_entropy_backward(
         row[tgt as usize] -= scale;
         max as f64 + z.ln() - target_logit as f64
     };
+    // Rows in parallel, their losses summed in row order: rayon's `sum` groups the terms as
+    // the work happens to split, so the loss would change in its last bits run to run.
     #[cfg(feature = "rayon")]
     let sum: f64 = {
         use rayon::prelude::*;
-        logits
+        let losses: Vec<f64> = logits
             .par_chunks_mut(v)
             .zip(targets.par_iter())
             .map(row_loss)
-            .sum()
+            .collect();
+        losses.into_iter().sum()
     };
     #[cfg(not(feature = "rayon"))]
     let sum: f64 = logits.chunks_exact_mut(v).zip(targets).map(row_loss).sum();
@@ -82,5 +85,25 @@ mod tests {
         assert!(d[v..2 * v].iter().all(|&x| x == 0.0));
         check("dlogits", &logits, &d, loss);
         assert!(cross_entropy_loss(&logits, &[7, 0, 0], v).is_err());
+    }
+
+    /// The loss of many rows is their row losses summed in row order, every time (rayon's
+    /// `sum` regrouped the terms as the work split and changed the last bits run to run).
+    #[test]
+    fn the_loss_sums_rows_in_order() {
+        let (rows, v) = (3000, 5);
+        let logits: Vec<f32> = rand_vec(rows * v, 7).iter().map(|x| x * 4.0).collect();
+        let targets: Vec<i64> = (0..rows as i64).map(|r| r % v as i64).collect();
+        let in_order: f64 = (0..rows)
+            .map(|r| {
+                let row = &logits[r * v..(r + 1) * v];
+                cross_entropy_loss(row, &targets[r..r + 1], v).unwrap().0
+            })
+            .sum();
+        for _ in 0..20 {
+            let (sum, n) = cross_entropy_loss(&logits, &targets, v).unwrap();
+            assert_eq!(n, rows);
+            assert_eq!(sum.to_bits(), in_order.to_bits());
+        }
     }
 }
