@@ -7,8 +7,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{bail, Result};
-use dsum_core::io::csv::{list_some, Table};
-use dsum_core::rouge::{self, Empty, Flavor, MultiRef, Score, Scores, Tokenize};
+use dsum_core::io::csv::Table;
+use dsum_core::rouge::tables::{self, metrics_json, per_item_csv, EmptyPolicy, Item, Refs};
+use dsum_core::rouge::{self, Flavor, MultiRef, Scores, Tokenize};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -36,28 +37,6 @@ impl Default for ScoreOptions {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum EmptyPolicy {
-    Zero,
-    Skip,
-    Error,
-}
-
-/// The references of one `fname`.
-struct Refs<'a> {
-    texts: Vec<&'a str>,
-    line: u64,
-    topic: Option<&'a str>,
-}
-
-struct Item<'a> {
-    fname: &'a str,
-    line: u64,
-    topic: Option<&'a str>,
-    prediction: &'a str,
-    scores: Scores,
-}
-
 fn parse_flavor(s: &str) -> Result<Flavor> {
     Ok(match s {
         "rouge" => Flavor::Rouge,
@@ -83,58 +62,6 @@ fn parse_tokenize(s: &str, flavor: Flavor, mecab: Option<Tokenize>) -> Result<To
     })
 }
 
-/// `summary`, then `summary1`, `summary2`, ... in numeric order.
-fn summary_columns(t: &Table) -> Result<Vec<usize>> {
-    let mut cols: Vec<(u64, usize)> = t
-        .headers()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, h)| {
-            let rest = h.strip_prefix("summary")?;
-            if rest.is_empty() {
-                Some((0, i))
-            } else {
-                rest.parse::<u64>().ok().map(|n| (n, i))
-            }
-        })
-        .collect();
-    if cols.is_empty() {
-        bail!(
-            "{}: missing column `summary` (or `summary1`..`summaryN`); the header has: {}",
-            t.name(),
-            t.headers().join(", ")
-        );
-    }
-    cols.sort();
-    Ok(cols.into_iter().map(|(_, i)| i).collect())
-}
-
-fn read_refs(t: &Table) -> Result<(Vec<&str>, HashMap<&str, Refs<'_>>)> {
-    let fname = t.column("fname")?;
-    let cols = summary_columns(t)?;
-    let topic = t.find_column("topic");
-    let mut order = Vec::new();
-    let mut refs: HashMap<&str, Refs> = HashMap::new();
-    for row in t.rows() {
-        let entry = refs.entry(row.get(fname)).or_insert_with(|| {
-            order.push(row.get(fname));
-            Refs {
-                texts: Vec::new(),
-                line: row.line(),
-                topic: None,
-            }
-        });
-        // An empty cell is a missing reference (rows with fewer references than columns).
-        entry
-            .texts
-            .extend(cols.iter().map(|&c| row.get(c)).filter(|s| !s.is_empty()));
-        if entry.topic.is_none() {
-            entry.topic = topic.map(|c| row.get(c)).filter(|s| !s.is_empty());
-        }
-    }
-    Ok((order, refs))
-}
-
 /// Scores `pred` against `reference` (both parsed CSV tables) with `opts`.
 pub fn score_tables(
     pred: &Table,
@@ -149,126 +76,27 @@ pub fn score_tables(
         "mean" => MultiRef::Mean,
         s => bail!("multi_ref {s:?}: expected `max` or `mean`"),
     };
-    let policy = match opts.empty.as_str() {
-        "zero" => EmptyPolicy::Zero,
-        "skip" => EmptyPolicy::Skip,
-        "error" => EmptyPolicy::Error,
-        s => bail!("empty {s:?}: expected `zero`, `skip` or `error`"),
-    };
-    let (pf, ps) = (pred.column("fname")?, pred.column("summary")?);
-    pred.check_unique(pf)?;
-    let (ref_order, refs) = read_refs(reference)?;
-    if pred.is_empty() {
-        bail!("{}: no predictions (only a header)", pred.name());
-    }
-
-    // Both files must cover the same fnames.
-    let pred_names: HashMap<&str, ()> = pred.rows().map(|r| (r.get(pf), ())).collect();
-    let only_pred: Vec<String> = pred
-        .rows()
-        .map(|r| r.get(pf))
-        .filter(|f| !refs.contains_key(f))
-        .map(String::from)
-        .collect();
-    let only_ref: Vec<String> = ref_order
-        .iter()
-        .filter(|f| !pred_names.contains_key(*f))
-        .map(|f| f.to_string())
-        .collect();
-    if !only_pred.is_empty() || !only_ref.is_empty() {
-        let mut msg = String::from("the two files do not have the same fnames");
-        if !only_pred.is_empty() {
-            msg += &format!("\n  only in {}: {}", pred.name(), list_some(&only_pred, 20));
-        }
-        if !only_ref.is_empty() {
-            let name = reference.name();
-            msg += &format!("\n  only in {name}: {}", list_some(&only_ref, 20));
-        }
-        bail!(msg);
-    }
-
+    let policy = EmptyPolicy::parse(&opts.empty).ok_or_else(|| {
+        anyhow::anyhow!("empty {:?}: expected `zero`, `skip` or `error`", opts.empty)
+    })?;
+    let report = tables::score_tables(pred, reference, flavor, &tokenize, how, policy)?;
     let mut warnings = Vec::new();
-    if matches!(tokenize, Tokenize::RougeScoreDefault) {
-        let deleted = pred
-            .rows()
-            .map(|r| r.get(ps))
-            .chain(refs.values().flat_map(|r| r.texts.iter().copied()))
-            .filter(|t| rouge::default_tokenizer_deletes_text(t))
-            .count();
-        if deleted > 0 {
-            warnings.push(format!(
-                "rouge_score's default tokenizer deletes every character outside [a-z0-9] \
-                 (Hangul included) in {deleted} texts; they are scored on what is left. \
-                 Use Mecab-ko or whitespace tokens for Korean."
-            ));
-        }
+    let deleted = report.deleted_by_default_tokenizer;
+    if deleted > 0 {
+        warnings.push(format!(
+            "rouge_score's default tokenizer deletes every character outside [a-z0-9] \
+             (Hangul included) in {deleted} texts; they are scored on what is left. \
+             Use Mecab-ko or whitespace tokens for Korean."
+        ));
     }
+    warnings.extend(report.empty_warnings.iter().cloned());
+    let (items, total) = (&report.items, &report.total);
 
-    let pairs: Vec<(&str, &[&str])> = pred
-        .rows()
-        .map(|r| {
-            let texts = refs.get(r.get(pf)).map(|x| &x.texts[..]).unwrap_or(&[]);
-            (r.get(ps), texts)
-        })
-        .collect();
-    let results = rouge::score_all(flavor, &tokenize, how, &pairs);
-
-    let mut items = Vec::with_capacity(results.len());
-    let (mut empty_hyp, mut empty_ref) = (Vec::new(), Vec::new());
-    for (row, result) in pred.rows().zip(results) {
-        let fname = row.get(pf);
-        let scores = match result {
-            Ok(s) => s,
-            Err(e) => {
-                match e {
-                    Empty::Hypothesis => empty_hyp.push(format!("{fname} (line {})", row.line())),
-                    Empty::Reference => {
-                        let line = refs.get(fname).map(|r| r.line).unwrap_or(0);
-                        empty_ref.push(format!("{fname} (line {line})"))
-                    }
-                }
-                if policy == EmptyPolicy::Skip {
-                    continue;
-                }
-                Scores::zero(flavor)
-            }
-        };
-        items.push(Item {
-            fname,
-            line: row.line(),
-            topic: refs.get(fname).and_then(|r| r.topic),
-            prediction: row.get(ps),
-            scores,
-        });
-    }
-    for (what, file, rows) in [
-        ("predictions", pred.name(), &empty_hyp),
-        ("references", reference.name(), &empty_ref),
-    ] {
-        if rows.is_empty() {
-            continue;
-        }
-        let msg = format!(
-            "{} empty {what} (no tokens after {} splitting) for: {}",
-            rows.len(),
-            flavor.name(),
-            list_some(rows, 20)
-        );
-        match policy {
-            EmptyPolicy::Error => bail!("{file}: {msg}"),
-            EmptyPolicy::Zero => warnings.push(format!("{file}: {msg}; scored 0")),
-            EmptyPolicy::Skip => warnings.push(format!("{file}: {msg}; left out")),
-        }
-    }
-    let Some(total) = rouge::mean(items.iter().map(|i| &i.scores)) else {
-        bail!("no items left to score (every prediction was empty and empty = skip)");
-    };
-
-    let mut out = metrics_json(&total);
-    out["final_score"] = json!(rouge::final_score(&total));
-    out["sum_score"] = json!(rouge::sum_score(&total));
+    let mut out = metrics_json(total);
+    out["final_score"] = json!(rouge::final_score(total));
+    out["sum_score"] = json!(rouge::sum_score(total));
     out["count"] = json!(items.len());
-    out["empty"] = json!(empty_hyp.len() + empty_ref.len());
+    out["empty"] = json!(report.empty_predictions.len() + report.empty_references.len());
     out["flavor"] = json!(flavor.name());
     out["tokenize"] = json!(opts.tokenize);
     out["multi_ref"] = json!(opts.multi_ref);
@@ -283,11 +111,11 @@ pub fn score_tables(
             })
             .collect(),
     );
-    if reference.find_column("topic").is_some() {
-        out["topics"] = topics_json(&items);
+    if report.has_topic {
+        out["topics"] = topics_json(items);
     }
-    out["worst"] = worst_json(&items, &refs, opts.worst);
-    out["per_item_csv"] = json!(per_item_csv(&items, flavor)?);
+    out["worst"] = worst_json(items, &report.refs, opts.worst);
+    out["per_item_csv"] = json!(String::from_utf8(per_item_csv(items, flavor)?)?);
     Ok(out)
 }
 
@@ -303,16 +131,6 @@ pub fn score_csv(
     let pred = Table::parse(pred_name, pred)?;
     let reference = Table::parse(ref_name, reference)?;
     score_tables(&pred, &reference, opts, mecab)
-}
-
-/// `{"rouge-1": {"p", "r", "f"}, ...}`, as `dsum-cli score --json` writes it.
-fn metrics_json(s: &Scores) -> Value {
-    let m = |x: &Score| json!({"p": x.p, "r": x.r, "f": x.f});
-    let mut v = json!({"rouge-1": m(&s.rouge1), "rouge-2": m(&s.rouge2), "rouge-l": m(&s.rouge_l)});
-    if let Some(l) = &s.rouge_lsum {
-        v["rouge-lsum"] = m(l);
-    }
-    v
 }
 
 /// F1 x 100 per topic (rows without one under `(none)`), topics in sorted order.
@@ -353,37 +171,6 @@ fn worst_json(items: &[Item], refs: &HashMap<&str, Refs>, n: usize) -> Value {
         })
     });
     Value::Array(rows.collect())
-}
-
-fn metric_rows(s: &Scores) -> Vec<(&'static str, Score)> {
-    let mut v = vec![
-        ("rouge-1", s.rouge1),
-        ("rouge-2", s.rouge2),
-        ("rouge-l", s.rouge_l),
-    ];
-    if let Some(l) = s.rouge_lsum {
-        v.push(("rouge-lsum", l));
-    }
-    v
-}
-
-/// `fname,rouge-1-p,rouge-1-r,rouge-1-f,...` as `dsum-cli score --per-item` writes it.
-fn per_item_csv(items: &[Item], flavor: Flavor) -> Result<String> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header = vec![String::from("fname")];
-    for (name, _) in metric_rows(&Scores::zero(flavor)) {
-        header.extend(["p", "r", "f"].map(|k| format!("{name}-{k}")));
-    }
-    w.write_record(&header)?;
-    for i in items {
-        let mut rec = vec![i.fname.to_string()];
-        for (_, s) in metric_rows(&i.scores) {
-            rec.extend([s.p, s.r, s.f].map(|x| format!("{x}")));
-        }
-        w.write_record(&rec)?;
-    }
-    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(String::from_utf8(bytes)?)
 }
 
 #[cfg(test)]

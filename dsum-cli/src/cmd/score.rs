@@ -2,13 +2,16 @@
 //! `rouge` 1.0.1 (the competition's) or `rouge_score` 0.1.2 computes it. Reads and joins
 //! the two tables by `fname`, prints; the scoring is `dsum_core::rouge`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use argh::FromArgs;
-use dsum_core::io::csv::{list_some, Table};
-use dsum_core::rouge::{self, Empty, Flavor, MultiRef, Score, Scores, Tokenize};
+use dsum_core::io::csv::Table;
+use dsum_core::rouge::tables::{
+    metric_rows, metrics_json, per_item_csv, score_tables, EmptyPolicy, Item,
+};
+use dsum_core::rouge::{self, Flavor, MultiRef, Scores, Tokenize};
 use serde_json::{json, Value};
 
 /// score predictions against references with ROUGE-1/2/L (pltrdy `rouge` 1.0.1 or
@@ -48,13 +51,6 @@ pub struct ScoreArgs {
     json: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum EmptyPolicy {
-    Zero,
-    Skip,
-    Error,
-}
-
 /// The Mecab-ko morpheme tokenizer for `--tokenize mecab` (tokens joined by spaces are what
 /// the competition feeds to `rouge`).
 fn mecab_tokenizer(dic: Option<&Path>) -> anyhow::Result<Tokenize> {
@@ -81,74 +77,6 @@ fn parse_tokenize(args: &ScoreArgs, flavor: Flavor) -> anyhow::Result<Tokenize> 
     })
 }
 
-/// One scored prediction.
-struct Item<'a> {
-    fname: &'a str,
-    line: u64,
-    topic: Option<&'a str>,
-    scores: Scores,
-}
-
-/// The references of one `fname`.
-struct Refs<'a> {
-    texts: Vec<&'a str>,
-    /// The line of the first row with this `fname`.
-    line: u64,
-    topic: Option<&'a str>,
-}
-
-/// `summary`, then `summary1`, `summary2`, ... in numeric order.
-fn summary_columns(t: &Table) -> anyhow::Result<Vec<usize>> {
-    let mut cols: Vec<(u64, usize)> = t
-        .headers()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, h)| {
-            let rest = h.strip_prefix("summary")?;
-            if rest.is_empty() {
-                Some((0, i))
-            } else {
-                rest.parse::<u64>().ok().map(|n| (n, i))
-            }
-        })
-        .collect();
-    if cols.is_empty() {
-        bail!(
-            "{}: missing column `summary` (or `summary1`..`summaryN`); the header has: {}",
-            t.name(),
-            t.headers().join(", ")
-        );
-    }
-    cols.sort();
-    Ok(cols.into_iter().map(|(_, i)| i).collect())
-}
-
-fn read_refs(t: &Table) -> anyhow::Result<(Vec<&str>, HashMap<&str, Refs<'_>>)> {
-    let fname = t.column("fname")?;
-    let cols = summary_columns(t)?;
-    let topic = t.find_column("topic");
-    let mut order = Vec::new();
-    let mut refs: HashMap<&str, Refs> = HashMap::new();
-    for row in t.rows() {
-        let entry = refs.entry(row.get(fname)).or_insert_with(|| {
-            order.push(row.get(fname));
-            Refs {
-                texts: Vec::new(),
-                line: row.line(),
-                topic: None,
-            }
-        });
-        // An empty cell is a missing reference (rows with fewer references than columns).
-        entry
-            .texts
-            .extend(cols.iter().map(|&c| row.get(c)).filter(|s| !s.is_empty()));
-        if entry.topic.is_none() {
-            entry.topic = topic.map(|c| row.get(c)).filter(|s| !s.is_empty());
-        }
-    }
-    Ok((order, refs))
-}
-
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let flavor = parse_flavor(&args.flavor)?;
     let tokenize = parse_tokenize(&args, flavor)?;
@@ -157,12 +85,12 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         "mean" => MultiRef::Mean,
         s => bail!("--multi-ref {s:?}: expected `max` or `mean`"),
     };
-    let policy = match args.empty.as_str() {
-        "zero" => EmptyPolicy::Zero,
-        "skip" => EmptyPolicy::Skip,
-        "error" => EmptyPolicy::Error,
-        s => bail!("--empty {s:?}: expected `zero`, `skip` or `error`"),
-    };
+    let policy = EmptyPolicy::parse(&args.empty).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--empty {:?}: expected `zero`, `skip` or `error`",
+            args.empty
+        )
+    })?;
 
     // the two files are read side by side
     let (pred, reference) = std::thread::scope(|s| {
@@ -173,128 +101,29 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let pred = pred?;
     let reference =
         reference.map_err(|_| anyhow::anyhow!("reading {} failed", args.reference.display()))??;
-    let (pf, ps) = (pred.column("fname")?, pred.column("summary")?);
-    pred.check_unique(pf)?;
-    let (ref_order, refs) = read_refs(&reference)?;
-    if pred.is_empty() {
-        bail!("{}: no predictions (only a header)", pred.name());
-    }
-
-    // Both files must cover the same fnames.
-    let pred_names: HashMap<&str, ()> = pred.rows().map(|r| (r.get(pf), ())).collect();
-    let only_pred: Vec<String> = pred
-        .rows()
-        .map(|r| r.get(pf))
-        .filter(|f| !refs.contains_key(f))
-        .map(String::from)
-        .collect();
-    let only_ref: Vec<String> = ref_order
-        .iter()
-        .filter(|f| !pred_names.contains_key(*f))
-        .map(|f| f.to_string())
-        .collect();
-    if !only_pred.is_empty() || !only_ref.is_empty() {
-        let mut msg = String::from("the two files do not have the same fnames");
-        if !only_pred.is_empty() {
-            msg += &format!("\n  only in {}: {}", pred.name(), list_some(&only_pred, 20));
-        }
-        if !only_ref.is_empty() {
-            msg += &format!(
-                "\n  only in {}: {}",
-                reference.name(),
-                list_some(&only_ref, 20)
-            );
-        }
-        bail!(msg);
-    }
-
-    if matches!(tokenize, Tokenize::RougeScoreDefault) {
-        let deleted = pred
-            .rows()
-            .map(|r| r.get(ps))
-            .chain(refs.values().flat_map(|r| r.texts.iter().copied()))
-            .filter(|t| rouge::default_tokenizer_deletes_text(t))
-            .count();
-        if deleted > 0 {
-            eprintln!(
-                "warning: rouge_score's default tokenizer deletes every character outside [a-z0-9] \
-                 (Hangul included) in {deleted} texts; they are scored on what is left \
-                 (#PersonN#, digits, Latin words). Use --tokenize mecab or whitespace for Korean."
-            );
-        }
-    }
-
-    let pairs: Vec<(&str, &[&str])> = pred
-        .rows()
-        .map(|r| {
-            (
-                r.get(ps),
-                refs.get(r.get(pf)).map(|x| &x.texts[..]).unwrap_or(&[]),
-            )
-        })
-        .collect();
-    let results = rouge::score_all(flavor, &tokenize, how, &pairs);
-
-    let mut items = Vec::with_capacity(results.len());
-    let (mut empty_hyp, mut empty_ref) = (Vec::new(), Vec::new());
-    for (row, result) in pred.rows().zip(results) {
-        let fname = row.get(pf);
-        let scores = match result {
-            Ok(s) => s,
-            Err(e) => {
-                match e {
-                    Empty::Hypothesis => empty_hyp.push(format!("{fname} (line {})", row.line())),
-                    Empty::Reference => {
-                        let line = refs.get(fname).map(|r| r.line).unwrap_or(0);
-                        empty_ref.push(format!("{fname} (line {line})"))
-                    }
-                }
-                if policy == EmptyPolicy::Skip {
-                    continue;
-                }
-                Scores::zero(flavor)
-            }
-        };
-        let topic = refs.get(fname).and_then(|r| r.topic);
-        items.push(Item {
-            fname,
-            line: row.line(),
-            topic,
-            scores,
-        });
-    }
-    for (what, file, rows) in [
-        ("predictions", pred.name(), &empty_hyp),
-        ("references", reference.name(), &empty_ref),
-    ] {
-        if rows.is_empty() {
-            continue;
-        }
-        let msg = format!(
-            "{} empty {what} (no tokens after {} splitting) for: {}",
-            rows.len(),
-            flavor.name(),
-            list_some(rows, 20)
+    let report = score_tables(&pred, &reference, flavor, &tokenize, how, policy)?;
+    let deleted = report.deleted_by_default_tokenizer;
+    if deleted > 0 {
+        eprintln!(
+            "warning: rouge_score's default tokenizer deletes every character outside [a-z0-9] \
+             (Hangul included) in {deleted} texts; they are scored on what is left \
+             (#PersonN#, digits, Latin words). Use --tokenize mecab or whitespace for Korean."
         );
-        match policy {
-            EmptyPolicy::Error => bail!("{file}: {msg}"),
-            EmptyPolicy::Zero => eprintln!("warning: {file}: {msg}; scored 0"),
-            EmptyPolicy::Skip => eprintln!("warning: {file}: {msg}; left out"),
-        }
     }
-    let Some(total) = rouge::mean(items.iter().map(|i| &i.scores)) else {
-        bail!("no items left to score (every prediction was empty and --empty skip)");
-    };
+    for w in &report.empty_warnings {
+        eprintln!("warning: {w}");
+    }
+    let (items, total) = (&report.items, &report.total);
 
     if let Some(path) = &args.per_item {
-        dsum_core::io::atomic::write_atomic(path, &per_item_csv(&items, flavor)?)?;
+        dsum_core::io::atomic::write_atomic(path, &per_item_csv(items, flavor)?)?;
     }
     if args.json {
-        let mut out = metrics_json(&total);
-        out["final_score"] = json!(rouge::final_score(&total));
-        out["sum_score"] = json!(rouge::sum_score(&total));
+        let mut out = metrics_json(total);
+        out["final_score"] = json!(rouge::final_score(total));
+        out["sum_score"] = json!(rouge::sum_score(total));
         out["count"] = json!(items.len());
-        out["empty"] = json!(empty_hyp.len() + empty_ref.len());
+        out["empty"] = json!(report.empty_predictions.len() + report.empty_references.len());
         out["flavor"] = json!(flavor.name());
         out["tokenize"] = json!(args.tokenize);
         out["multi_ref"] = json!(args.multi_ref);
@@ -311,55 +140,9 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         }
         println!("{out}");
     } else {
-        print_report(
-            &args,
-            flavor,
-            &total,
-            &items,
-            reference.find_column("topic").is_some(),
-        );
+        print_report(&args, flavor, total, items, report.has_topic);
     }
     Ok(())
-}
-
-/// The metrics of `s` as `{"rouge-1": {"p", "r", "f"}, ...}`.
-fn metrics_json(s: &Scores) -> Value {
-    let m = |x: &Score| json!({"p": x.p, "r": x.r, "f": x.f});
-    let mut v = json!({"rouge-1": m(&s.rouge1), "rouge-2": m(&s.rouge2), "rouge-l": m(&s.rouge_l)});
-    if let Some(l) = &s.rouge_lsum {
-        v["rouge-lsum"] = m(l);
-    }
-    v
-}
-
-fn metric_rows(s: &Scores) -> Vec<(&'static str, Score)> {
-    let mut v = vec![
-        ("rouge-1", s.rouge1),
-        ("rouge-2", s.rouge2),
-        ("rouge-l", s.rouge_l),
-    ];
-    if let Some(l) = s.rouge_lsum {
-        v.push(("rouge-lsum", l));
-    }
-    v
-}
-
-/// `fname,rouge-1-p,rouge-1-r,rouge-1-f,...`, floats in Rust's shortest round-trip form.
-fn per_item_csv(items: &[Item], flavor: Flavor) -> anyhow::Result<Vec<u8>> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header = vec![String::from("fname")];
-    for (name, _) in metric_rows(&Scores::zero(flavor)) {
-        header.extend(["p", "r", "f"].map(|k| format!("{name}-{k}")));
-    }
-    w.write_record(&header)?;
-    for i in items {
-        let mut rec = vec![i.fname.to_string()];
-        for (_, s) in metric_rows(&i.scores) {
-            rec.extend([s.p, s.r, s.f].map(|x| format!("{x}")));
-        }
-        w.write_record(&rec)?;
-    }
-    w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn print_report(args: &ScoreArgs, flavor: Flavor, total: &Scores, items: &[Item], has_topic: bool) {

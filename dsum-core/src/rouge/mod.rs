@@ -5,7 +5,8 @@
 //!
 //! Tokens are interned to `u32` ids once per text; n-gram sets, counts and LCS tables work
 //! on ids. [`naive`] keeps a string-based line-by-line port of both packages that the fast
-//! path is tested against. No filesystem: the browser build uses this module.
+//! path is tested against. No filesystem: the browser build uses this module ([`tables`],
+//! the join of two CSV tables, parses bytes it is given).
 
 mod intern;
 mod lcs;
@@ -16,6 +17,8 @@ mod ngram;
 mod pltrdy;
 mod rouge_score;
 mod scorer;
+#[cfg(feature = "std")]
+pub mod tables;
 mod text;
 mod tokenize;
 
