@@ -66,6 +66,28 @@ pub struct Gpu {
     blas: OnceLock<std::result::Result<Arc<CudaBlas>, String>>,
 }
 
+/// The backends allocate a buffer per step through cudarc's stream-ordered `cuMemAllocAsync`,
+/// served by the device's default memory pool. By default that pool hands freed memory back
+/// to the driver at every synchronization, so each step would pay for a real allocation
+/// again; an unlimited release threshold keeps it cached, as PyTorch's caching allocator does.
+/// Best effort: a driver that refuses leaves the default in place.
+fn keep_freed_memory(ctx: &CudaContext) {
+    use cudarc::driver::sys;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold: u64 = u64::MAX;
+    // SAFETY: `pool` is written by the driver for a valid device of a live context; the
+    // attribute takes a pointer to a u64, which `threshold` is.
+    unsafe {
+        if ctx.bind_to_thread().is_ok()
+            && sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
+                == sys::CUresult::CUDA_SUCCESS
+        {
+            let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+            let _ = sys::cuMemPoolSetAttribute(pool, attr, &mut threshold as *mut u64 as *mut _);
+        }
+    }
+}
+
 impl Gpu {
     /// Open device `ordinal` (`--device cuda:N`).
     pub fn open(ordinal: usize) -> Result<Gpu> {
@@ -77,6 +99,9 @@ impl Gpu {
             return Err(KernelError::NoDevice { ordinal, count });
         }
         let ctx = CudaContext::new(ordinal)?;
+        if ctx.has_async_alloc() {
+            keep_freed_memory(&ctx);
+        }
         let (major, minor) = ctx.compute_capability()?;
         let stream = ctx.default_stream();
         Ok(Gpu {
