@@ -20,7 +20,6 @@ DIR=.gpu-tests
 build() {
   local target=${CARGO_TARGET_DIR:-$ROOT/target}
   rm -rf "$DIR" && mkdir -p "$DIR/bin"
-  grep -qx '/.gpu-tests/' .git/info/exclude 2>/dev/null || echo /.gpu-tests/ >>.git/info/exclude
   local json
   json=$(mktemp)
   set -e
@@ -87,7 +86,8 @@ run() {
   {
     echo "commit $(cat "$DIR/COMMIT"), built at $built, run in $ROOT"
     echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 ||
+      echo "no nvidia-smi here"
   } | tee -a "$log"
   local failed=0 name crate
   while read -r name crate; do
