@@ -126,6 +126,10 @@ impl AdamW {
     }
 }
 
+/// dsum-cli's allocator (see dsum-cli/src/main.rs), so the step is the one `finetune` runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("lora_step: {e}");
