@@ -88,21 +88,12 @@ fn nf4_and_dequantized(name: &str, tmp: &std::path::Path, double: bool) -> (Path
     (q, d)
 }
 
-/// NF4 linear weights run fused (never dequantized) and give the logits of the dequantized
-/// weights, up to f32 summation order, on each device.
-#[test]
-fn nf4_folders_match_their_dequantized_weights() {
-    nf4_folders_match_their_dequantized_weights_on(Device::Cpu);
-}
-
-#[test]
-#[cfg_attr(
-    not(feature = "dsum-kernels"),
-    ignore = "needs dsum-core built with --features cuda (or cuda-13) and a GPU"
-)]
-fn cuda_nf4_folders_match_their_dequantized_weights() {
-    nf4_folders_match_their_dequantized_weights_on(Device::Cuda(0));
-}
+// NF4 linear weights run fused (never dequantized) and give the logits of the dequantized
+// weights, up to f32 summation order, on each device.
+common::device_tests!(
+    nf4_folders_match_their_dequantized_weights_on: nf4_folders_match_their_dequantized_weights,
+    cuda_nf4_folders_match_their_dequantized_weights
+);
 
 fn nf4_folders_match_their_dequantized_weights_on(device: Device) {
     for (name, double) in [("qwen2", true), ("qwen3", false)] {

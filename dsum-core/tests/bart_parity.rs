@@ -60,19 +60,10 @@ fn tokenizer_matches_transformers() {
     }
 }
 
-#[test]
-fn logits_match_transformers() {
-    logits_match_transformers_on(Device::Cpu);
-}
-
-#[test]
-#[cfg_attr(
-    not(feature = "dsum-kernels"),
-    ignore = "needs dsum-core built with --features cuda (or cuda-13) and a GPU"
-)]
-fn cuda_logits_match_transformers() {
-    logits_match_transformers_on(Device::Cuda(0));
-}
+common::device_tests!(
+    logits_match_transformers_on: logits_match_transformers,
+    cuda_logits_match_transformers
+);
 
 fn logits_match_transformers_on(device: Device) {
     let mut models = Models::on("bart", device);
@@ -127,19 +118,10 @@ fn logits_match_transformers_on(device: Device) {
     }
 }
 
-#[test]
-fn generation_matches_transformers() {
-    generation_matches_transformers_on(Device::Cpu);
-}
-
-#[test]
-#[cfg_attr(
-    not(feature = "dsum-kernels"),
-    ignore = "needs dsum-core built with --features cuda (or cuda-13) and a GPU"
-)]
-fn cuda_generation_matches_transformers() {
-    generation_matches_transformers_on(Device::Cuda(0));
-}
+common::device_tests!(
+    generation_matches_transformers_on: generation_matches_transformers,
+    cuda_generation_matches_transformers
+);
 
 fn generation_matches_transformers_on(device: Device) {
     let mut models = Models::on("bart", device);

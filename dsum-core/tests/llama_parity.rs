@@ -76,19 +76,10 @@ fn chat_templates_render_like_transformers() {
     }
 }
 
-#[test]
-fn logits_match_transformers_with_left_padding() {
-    logits_match_transformers_with_left_padding_on(Device::Cpu);
-}
-
-#[test]
-#[cfg_attr(
-    not(feature = "dsum-kernels"),
-    ignore = "needs dsum-core built with --features cuda (or cuda-13) and a GPU"
-)]
-fn cuda_logits_match_transformers_with_left_padding() {
-    logits_match_transformers_with_left_padding_on(Device::Cuda(0));
-}
+common::device_tests!(
+    logits_match_transformers_with_left_padding_on: logits_match_transformers_with_left_padding,
+    cuda_logits_match_transformers_with_left_padding
+);
 
 fn logits_match_transformers_with_left_padding_on(device: Device) {
     let mut models = Models::on("llama", device);
@@ -129,19 +120,10 @@ fn logits_match_transformers_with_left_padding_on(device: Device) {
     }
 }
 
-#[test]
-fn generation_matches_transformers() {
-    generation_matches_transformers_on(Device::Cpu);
-}
-
-#[test]
-#[cfg_attr(
-    not(feature = "dsum-kernels"),
-    ignore = "needs dsum-core built with --features cuda (or cuda-13) and a GPU"
-)]
-fn cuda_generation_matches_transformers() {
-    generation_matches_transformers_on(Device::Cuda(0));
-}
+common::device_tests!(
+    generation_matches_transformers_on: generation_matches_transformers,
+    cuda_generation_matches_transformers
+);
 
 fn generation_matches_transformers_on(device: Device) {
     let mut models = Models::on("llama", device);

@@ -138,3 +138,26 @@ pub fn check_tokenize_case(
         "raw decode of {text:?}"
     );
 }
+
+/// One test body as two tests: `$cpu` on the CPU, `$cuda` on CUDA device 0 (listed as ignored
+/// in a build without the `cuda` feature, so a run shows what it did not check).
+#[allow(unused_macros)]
+macro_rules! device_tests {
+    ($body:ident: $cpu:ident, $cuda:ident) => {
+        #[test]
+        fn $cpu() {
+            $body(dsum_core::backend::Device::Cpu);
+        }
+
+        #[test]
+        #[cfg_attr(
+            not(feature = "dsum-kernels"),
+            ignore = "needs dsum-core built with --features cuda (or cuda-13) and a GPU"
+        )]
+        fn $cuda() {
+            $body(dsum_core::backend::Device::Cuda(0));
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use device_tests;
