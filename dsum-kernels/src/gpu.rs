@@ -57,6 +57,21 @@ pub fn compile(source: &Source, arch: &str) -> Result<Ptx> {
     })
 }
 
+/// [`compile`] once per source and architecture in the process: every model load opens its
+/// own [`Gpu`] (a `finetune` run evaluates by generation on a fresh one each time), and NVRTC
+/// takes a while per source.
+fn cached_ptx(source: &'static Source, arch: &str) -> Result<Ptx> {
+    static CACHE: OnceLock<Mutex<HashMap<(&'static str, String), Ptx>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (source.name, arch.to_string());
+    if let Some(p) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(p.clone());
+    }
+    let ptx = compile(source, arch)?;
+    let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(c.entry(key).or_insert(ptx).clone())
+}
+
 pub struct Gpu {
     ordinal: usize,
     ctx: Arc<CudaContext>,
@@ -135,15 +150,15 @@ impl Gpu {
         &self.stream
     }
 
-    /// Kernel `name` of `source`, compiling the source for this device on first use.
+    /// Kernel `name` of `source`, compiling the source for this device's architecture on first
+    /// use in the process.
     pub fn function(&self, source: &'static Source, name: &str) -> Result<CudaFunction> {
         let module = {
             let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
             match modules.get(source.name) {
                 Some(m) => m.clone(),
                 None => {
-                    let ptx = compile(source, &self.arch)?;
-                    let m = self.ctx.load_module(ptx)?;
+                    let m = self.ctx.load_module(cached_ptx(source, &self.arch)?)?;
                     modules.insert(source.name, m.clone());
                     m
                 }
