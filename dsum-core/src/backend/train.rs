@@ -1,7 +1,7 @@
 //! Where a model trains. [`TrainBackend`] holds the forward and backward steps of the
-//! training passes (`models/llama_train.rs`, `models/bart_train.rs`), so the same hand-written backward
-//! runs on the CPU ([`Cpu`](super::Cpu): the `ops` functions, exactly as before) and on a GPU
-//! ([`Cuda`](super::Cuda): the dsum-kernels launchers that mirror them).
+//! training passes (`models/llama_train.rs`, `models/bart_train.rs`), so the same hand-written
+//! backward runs on the CPU ([`Cpu`](super::Cpu): the `ops` functions, exactly as before) and
+//! on a GPU ([`Cuda`](super::Cuda): the dsum-kernels launchers that mirror them).
 //!
 //! The host [`Param`](crate::train::Param)s stay the master copy: the training loop's
 //! optimizer, clipping and checkpoints never see the device. A backend keeps its own copy of
