@@ -78,8 +78,8 @@ fn rows(vocab: u32) -> impl Strategy<Value = Vec<Vec<u32>>> {
 }
 
 /// `generate` on all rows at once equals generating each row alone: same tokens, same
-/// scores (to f32 rounding of the padded matmuls).
-fn batched_equals_unbatched(m: &LoadedModel, rows: &[Vec<u32>], beams: usize) {
+/// scores to `score_tol` (f32 rounding of the padded matmuls).
+fn batched_equals_unbatched(m: &LoadedModel, rows: &[Vec<u32>], beams: usize, score_tol: f32) {
     let mut gen = m.generation.clone();
     gen.apply_json(
         &serde_json::json!({"max_new_tokens": 6, "num_beams": beams, "num_return_sequences": beams}),
@@ -95,7 +95,7 @@ fn batched_equals_unbatched(m: &LoadedModel, rows: &[Vec<u32>], beams: usize) {
         for (a, b) in alone[0].iter().zip(want) {
             assert_eq!(a.tokens, b.tokens, "row {row:?}, {beams} beam(s)");
             let close = match (a.score, b.score) {
-                (Some(x), Some(y)) => (x - y).abs() <= 1e-3,
+                (Some(x), Some(y)) => (x - y).abs() <= score_tol,
                 (x, y) => x == y,
             };
             assert!(
@@ -147,22 +147,40 @@ proptest! {
     }
 }
 
+/// tiny-a is deliberately sharp, so f32 rounding moves its beam scores further than the
+/// Llama fixtures'. On the rows below (a CI proptest draw that failed a 1e-3 bound: dsum
+/// -1.0590 alone vs -1.0609 batched), transformers 4.57.6 in float32 gives -1.0592 / -1.0621
+/// alone and -1.0580 / -1.0585 batched for the two beams, identical tokens; in float64 it gives
+/// the same scores both ways. So its scores are compared at 1e-2, the tokens exactly.
+const BART_SCORE_TOL: f32 = 1e-2;
+const LLAMA_SCORE_TOL: f32 = 1e-3;
+
+#[test]
+fn bart_batched_generation_on_rows_where_f32_scores_drift() {
+    let rows = vec![
+        vec![220, 769, 726, 936, 270, 245, 643],
+        vec![365, 111, 73, 1240, 1205, 723],
+        vec![880, 1064, 68, 1334, 511],
+    ];
+    batched_equals_unbatched(bart(), &rows, 2, BART_SCORE_TOL);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
 
     #[test]
     fn bart_batched_generation_equals_unbatched(rows in rows(1400), beams in 1usize..=2) {
-        batched_equals_unbatched(bart(), &rows, beams);
+        batched_equals_unbatched(bart(), &rows, beams, BART_SCORE_TOL);
     }
 
     #[test]
     fn qwen2_batched_generation_equals_unbatched(rows in rows(1100), beams in 1usize..=2) {
-        batched_equals_unbatched(qwen2(), &rows, beams);
+        batched_equals_unbatched(qwen2(), &rows, beams, LLAMA_SCORE_TOL);
     }
 
     #[test]
     fn llama_batched_generation_equals_unbatched(rows in rows(1100), beams in 1usize..=2) {
-        batched_equals_unbatched(llama(), &rows, beams);
+        batched_equals_unbatched(llama(), &rows, beams, LLAMA_SCORE_TOL);
     }
 }
 
