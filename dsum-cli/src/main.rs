@@ -11,6 +11,14 @@ use argh::FromArgs;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc decommits freed pages after 10 ms by default, which is the next step's page faults
+/// again; -1 keeps them (`mi_option_purge_delay`, 15 in both mimalloc v2 and v3).
+fn keep_freed_pages() {
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: sets a process-wide integer option; mimalloc reads it at each purge.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 /// dsum: Korean dialogue summarization — summarize, generate, score, screen, morphs, convert.
 #[derive(FromArgs)]
 struct Cli {
@@ -46,6 +54,7 @@ impl Verb {
 }
 
 fn main() {
+    keep_freed_pages();
     let cli: Cli = argh::from_env();
     // The verb runs on a worker of the thread pool, so a parallel op forks from a worker and the
     // calling thread does its share. Run from the main thread instead, every op is handed to the

@@ -131,6 +131,9 @@ impl AdamW {
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // As dsum-cli's `keep_freed_pages`: freed pages stay committed (mi_option_purge_delay = -1).
+    // SAFETY: sets a process-wide integer option.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) }
     if let Err(e) = run() {
         eprintln!("lora_step: {e}");
         std::process::exit(1);
