@@ -68,7 +68,7 @@ impl Cuda {
         &self.gpu
     }
 
-    fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
+    pub(super) fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
         Ok(self.gpu.zeros::<f32>(n)?)
     }
 
@@ -304,15 +304,7 @@ impl Backend for Cuda {
         scale: f32,
     ) -> Result<CudaSlice<f32>> {
         let mut out = self.zeros(cache.rows * s.t * s.h * s.dh)?;
-        let dims = AttnDims {
-            rows: cache.rows,
-            t: s.t,
-            h: s.h,
-            kv_h: s.kv_h,
-            dh: s.dh,
-            cap: s.cap,
-            len: s.len,
-        };
+        let dims = attn_dims(cache.rows, s);
         attention_forward(
             &self.gpu,
             &mut out,
@@ -342,15 +334,7 @@ impl Backend for Cuda {
         )?;
         let rows = items.len();
         let mut out = self.zeros(rows * s.t * s.h * s.dh)?;
-        let dims = AttnDims {
-            rows,
-            t: s.t,
-            h: s.h,
-            kv_h: s.kv_h,
-            dh: s.dh,
-            cap: s.cap,
-            len: s.len,
-        };
+        let dims = attn_dims(rows, s);
         // The kernel reads keys and mask of query row r at row r: used as they are when
         // every row is its own sequence (the encoder, greedy search), gathered per query row
         // when several beams share one input.
@@ -445,6 +429,19 @@ impl Backend for Cuda {
         cache.v = self.gather_rows(&cache.v, per, idx)?;
         cache.rows = idx.len();
         Ok(())
+    }
+}
+
+/// The kernel's dimensions of an attention call over `rows` rows of shape `s`.
+fn attn_dims(rows: usize, s: &AttnShape) -> AttnDims {
+    AttnDims {
+        rows,
+        t: s.t,
+        h: s.h,
+        kv_h: s.kv_h,
+        dh: s.dh,
+        cap: s.cap,
+        len: s.len,
     }
 }
 

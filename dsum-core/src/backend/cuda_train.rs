@@ -85,10 +85,6 @@ pub struct CudaIds {
 pub struct CudaMask(CudaSlice<u8>);
 
 impl Cuda {
-    fn alloc(&self, n: usize) -> Result<CudaSlice<f32>> {
-        Ok(self.gpu.zeros::<f32>(n)?)
-    }
-
     /// host += device; device := 0.
     fn drain(&self, dev: &mut CudaSlice<f32>, host: &mut [f32]) -> Result<()> {
         let g = self.gpu.download(dev)?;
@@ -150,7 +146,7 @@ impl TrainBackend for Cuda {
     fn slot(&self, host: Slot) -> Result<CudaSlot> {
         let value = self.gpu.upload(host.data())?;
         let grad = match &host {
-            Slot::Train(p) => Some(self.alloc(p.value.len())?),
+            Slot::Train(p) => Some(self.zeros(p.value.len())?),
             Slot::Frozen(_) => None,
         };
         Ok(CudaSlot { host, value, grad })
@@ -161,7 +157,7 @@ impl TrainBackend for Cuda {
         let (w, dw) = match &host.base {
             Base::Dense(s) => {
                 let dw = match s {
-                    Slot::Train(_) => Some(self.alloc(out * inp)?),
+                    Slot::Train(_) => Some(self.zeros(out * inp)?),
                     Slot::Frozen(_) => None,
                 };
                 (DeviceWeight::F32(self.gpu.upload(s.data())?), dw)
@@ -180,7 +176,7 @@ impl TrainBackend for Cuda {
             .map(|b| self.gpu.upload(b.data()))
             .transpose()?;
         let dbias = match host.bias.as_ref().and_then(|b| b.param()) {
-            Some(_) => Some(self.alloc(out)?),
+            Some(_) => Some(self.zeros(out)?),
             None => None,
         };
         let lora = match &host.lora {
@@ -189,8 +185,8 @@ impl TrainBackend for Cuda {
                 Some(CudaLora {
                     a: self.gpu.upload(&l.a.value)?,
                     b: self.gpu.upload(&l.b.value)?,
-                    da: self.alloc(r * inp)?,
-                    db: self.alloc(out * r)?,
+                    da: self.zeros(r * inp)?,
+                    db: self.zeros(out * r)?,
                     r,
                     scaling: l.scaling,
                     dropout: l.dropout,
@@ -300,7 +296,8 @@ impl TrainBackend for Cuda {
     }
 
     fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
-        self.alloc(n)
+        // cuda.rs's inherent `zeros` (inherent methods win over this trait's in every call).
+        Cuda::zeros(self, n)
     }
 
     fn copy(&self, x: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
@@ -324,7 +321,7 @@ impl TrainBackend for Cuda {
             return Ok(());
         }
         let n = x.len();
-        let mut y = self.alloc(n)?;
+        let mut y = self.zeros(n)?;
         dropout_forward(&self.gpu, &mut y, x, p, seed, n)?;
         *x = y;
         Ok(())
@@ -344,7 +341,7 @@ impl TrainBackend for Cuda {
             )));
         }
         let n = ids.host.len();
-        let mut out = self.alloc(n * c)?;
+        let mut out = self.zeros(n * c)?;
         embedding_forward(
             &self.gpu,
             &mut out,
@@ -383,8 +380,8 @@ impl TrainBackend for Cuda {
         eps: f32,
     ) -> Result<(CudaSlice<f32>, (CudaSlice<f32>, CudaSlice<f32>))> {
         let rows = x.len() / c.max(1);
-        let mut y = self.alloc(x.len())?;
-        let (mut mean, mut rstd) = (self.alloc(rows)?, self.alloc(rows)?);
+        let mut y = self.zeros(x.len())?;
+        let (mut mean, mut rstd) = (self.zeros(rows)?, self.zeros(rows)?);
         layernorm_forward(
             &self.gpu,
             &mut y,
@@ -410,18 +407,18 @@ impl TrainBackend for Cuda {
         c: usize,
     ) -> Result<CudaSlice<f32>> {
         let rows = x.len() / c.max(1);
-        let mut dx = self.alloc(x.len())?;
+        let mut dx = self.zeros(x.len())?;
         // The kernel updates weight and bias gradients together: a frozen one gets a scratch
         // gradient that is dropped.
         let trains = w.grad.is_some() || b.grad.is_some();
         let (mut spare_w, mut spare_b, mut scratch) = (None, None, None);
         if trains {
-            scratch = Some(self.alloc(rows * c)?);
+            scratch = Some(self.zeros(rows * c)?);
             if w.grad.is_none() {
-                spare_w = Some(self.alloc(c)?);
+                spare_w = Some(self.zeros(c)?);
             }
             if b.grad.is_none() {
-                spare_b = Some(self.alloc(c)?);
+                spare_b = Some(self.zeros(c)?);
             }
         }
         let dw = w.grad.as_mut().or(spare_w.as_mut());
@@ -459,7 +456,7 @@ impl TrainBackend for Cuda {
         eps: f32,
     ) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
         let rows = x.len() / c.max(1);
-        let (mut y, mut rstd) = (self.alloc(x.len())?, self.alloc(rows)?);
+        let (mut y, mut rstd) = (self.zeros(x.len())?, self.zeros(rows)?);
         rmsnorm_forward(
             &self.gpu,
             &mut y,
@@ -484,7 +481,7 @@ impl TrainBackend for Cuda {
     ) -> Result<()> {
         let rows = x.len() / c.max(1);
         let mut scratch = match w.grad {
-            Some(_) => Some(self.alloc(rows * c)?),
+            Some(_) => Some(self.zeros(rows * c)?),
             None => None,
         };
         let dw = w.grad.as_mut().zip(scratch.as_mut());
@@ -500,7 +497,7 @@ impl TrainBackend for Cuda {
         seed: Option<u64>,
     ) -> Result<(CudaSlice<f32>, CudaLinCache)> {
         let (inp, out) = (l.host.inp, l.host.out);
-        let mut y = self.alloc(m * out)?;
+        let mut y = self.zeros(m * out)?;
         match &l.w {
             DeviceWeight::F32(w) => linear_forward(
                 &self.gpu,
@@ -523,13 +520,13 @@ impl TrainBackend for Cuda {
         };
         let x_drop = match seed {
             Some(s) if lo.dropout > 0.0 => {
-                let mut xd = self.alloc(m * inp)?;
+                let mut xd = self.zeros(m * inp)?;
                 dropout_forward(&self.gpu, &mut xd, x, lo.dropout, s, m * inp)?;
                 Some(xd)
             }
             _ => None,
         };
-        let mut tmp = self.alloc(m * lo.r)?;
+        let mut tmp = self.zeros(m * lo.r)?;
         let xd = x_drop.as_ref().unwrap_or(x);
         lora_forward(
             &self.gpu, &mut y, xd, &lo.a, &lo.b, &mut tmp, lo.scaling, m, inp, out, lo.r,
@@ -580,7 +577,7 @@ impl TrainBackend for Cuda {
             return Ok(());
         };
         let r = lo.r;
-        let mut dh = self.alloc(m * r)?;
+        let mut dh = self.zeros(m * r)?;
         let (a, b, s) = (&lo.a, &lo.b, lo.scaling);
         match &cache.x_drop {
             // Without dropout the LoRA input is x itself: its gradient goes straight to dx.
@@ -589,7 +586,7 @@ impl TrainBackend for Cuda {
             )?,
             Some(xd) => {
                 let mut dxd = match dx {
-                    Some(_) => Some(self.alloc(m * inp)?),
+                    Some(_) => Some(self.zeros(m * inp)?),
                     None => None,
                 };
                 lora_backward(
@@ -626,7 +623,7 @@ impl TrainBackend for Cuda {
         c: usize,
         v: usize,
     ) -> Result<CudaSlice<f32>> {
-        let mut logits = self.alloc(n * v)?;
+        let mut logits = self.zeros(n * v)?;
         linear_forward(
             &self.gpu,
             &mut logits,
@@ -705,8 +702,8 @@ impl TrainBackend for Cuda {
         a: &TrainAttn,
     ) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
         let d = self.train_dims(rows, a);
-        let mut out = self.alloc(rows * a.t * a.h * a.dh)?;
-        let mut probs = self.alloc(rows * a.h * a.t * a.s)?;
+        let mut out = self.zeros(rows * a.t * a.h * a.dh)?;
+        let mut probs = self.zeros(rows * a.h * a.t * a.s)?;
         let mask = mask.map(|m| &m.0);
         attention_train_forward(&self.gpu, &mut out, &mut probs, q, k, v, mask, &d)?;
         Ok((out, probs))
@@ -724,11 +721,11 @@ impl TrainBackend for Cuda {
     ) -> Result<(CudaSlice<f32>, CudaSlice<f32>, CudaSlice<f32>)> {
         let d = self.train_dims(rows, a);
         let (mut dq, mut dk, mut dv) = (
-            self.alloc(q.len())?,
-            self.alloc(k.len())?,
-            self.alloc(v.len())?,
+            self.zeros(q.len())?,
+            self.zeros(k.len())?,
+            self.zeros(v.len())?,
         );
-        let mut ds = self.alloc(probs.len())?;
+        let mut ds = self.zeros(probs.len())?;
         attention_backward(
             &self.gpu, &mut dq, &mut dk, &mut dv, &mut ds, dout, probs, q, k, v, &d,
         )?;
@@ -743,7 +740,7 @@ impl TrainBackend for Cuda {
         a: Activation,
     ) -> Result<CudaSlice<f32>> {
         let n = g.len();
-        let mut out = self.alloc(n)?;
+        let mut out = self.zeros(n)?;
         glu_forward(&self.gpu, &mut out, g, u, act(a), n)?;
         Ok(out)
     }
@@ -757,7 +754,7 @@ impl TrainBackend for Cuda {
         a: Activation,
     ) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
         let n = g.len();
-        let (mut dg, mut du) = (self.alloc(n)?, self.alloc(n)?);
+        let (mut dg, mut du) = (self.zeros(n)?, self.zeros(n)?);
         glu_backward(&self.gpu, &mut dg, &mut du, da, g, u, act(a), n)?;
         Ok((dg, du))
     }
@@ -770,7 +767,7 @@ impl TrainBackend for Cuda {
         scale: f32,
     ) -> Result<(f64, usize)> {
         let rows = t.len();
-        let mut losses = self.alloc(rows)?;
+        let mut losses = self.zeros(rows)?;
         cross_entropy_backward(&self.gpu, logits, &mut losses, t, rows, v, scale)?;
         self.loss_total(&losses, t, v)
     }
@@ -782,7 +779,7 @@ impl TrainBackend for Cuda {
         v: usize,
     ) -> Result<(f64, usize)> {
         let rows = t.len();
-        let mut losses = self.alloc(rows)?;
+        let mut losses = self.zeros(rows)?;
         cross_entropy_forward(&self.gpu, &mut losses, logits, t, rows, v)?;
         self.loss_total(&losses, t, v)
     }
