@@ -229,6 +229,18 @@ pub struct DecoderState {
 }
 
 impl DecoderState {
+    /// No decoder position filled yet.
+    fn empty(caches: DeviceCaches, row_batch: Vec<usize>, s: usize, cap: usize) -> Self {
+        DecoderState {
+            rows: row_batch.len(),
+            cap,
+            len: 0,
+            row_batch,
+            s,
+            caches,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -591,14 +603,7 @@ impl Bart {
                 DeviceCaches::Cuda(Box::new(c))
             }
         };
-        Ok(DecoderState {
-            rows: row_batch.len(),
-            cap,
-            len: 0,
-            row_batch,
-            s,
-            caches,
-        })
+        Ok(DecoderState::empty(caches, row_batch, s, cap))
     }
 
     /// Encoder, then empty decoder caches: what generation starts from, with the encoder
@@ -623,14 +628,7 @@ impl Bart {
                 DeviceCaches::Cuda(Box::new(c))
             }
         };
-        Ok(DecoderState {
-            rows: row_batch.len(),
-            cap,
-            len: 0,
-            row_batch,
-            s,
-            caches,
-        })
+        Ok(DecoderState::empty(caches, row_batch, s, cap))
     }
 
     /// Cross-attention keys/values of every decoder layer from `hidden` [B, S, D], and empty
