@@ -4,7 +4,8 @@
 //! match within 1e-4 relative, and the final adapter / weights within 1e-4.
 //!
 //! The `cuda_*` cases train the same fixtures with `--device cuda` and hold them to
-//! the bf16 tolerance (NF4 bases multiply through bf16 there, as bitsandbytes does). They are
+//! the bf16 tolerance (NF4 bases multiply through bf16 there, as bitsandbytes does); their final
+//! weights, through Adam, to a bound per element and the bf16 tolerance on average. They are
 //! listed as ignored unless dsum-cli is built with `--features cuda` or `cuda-13`, and need a
 //! GPU then.
 
@@ -146,10 +147,30 @@ fn run_on(case: &str, device: &str, tol: Tol) {
             .zip(want)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        assert!(
-            worst <= tol.abs,
-            "{case} on {device}: final {name} off by {worst}"
-        );
+        if device == "cpu" {
+            assert!(
+                worst <= tol.abs,
+                "{case} on {device}: final {name} off by {worst}"
+            );
+        } else {
+            // Adam divides each gradient by its own running scale, so bf16 noise that flips
+            // the sign of a near-zero gradient moves that element a whole step (about lr)
+            // the other way: single elements may differ by up to 2 lr per step. The mean
+            // difference stays at the bf16 tolerance unless the gradients are wrong.
+            let lr = cfg["optim"]["lr"].as_f64().unwrap() as f32;
+            let bound = 2.0 * lr * want_steps.len() as f32;
+            let mean = got
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .sum::<f32>()
+                / want.len().max(1) as f32;
+            eprintln!("{case} on {device}: final {name}: max diff {worst:.1e}, mean {mean:.1e}");
+            assert!(
+                worst <= bound.max(tol.abs) && mean <= tol.abs,
+                "{case} on {device}: final {name} off by {worst} (bound {bound}), mean {mean}"
+            );
+        }
         compared += 1;
     }
     assert!(compared > 0);

@@ -88,8 +88,9 @@ fn nf4_and_dequantized(name: &str, tmp: &std::path::Path, double: bool) -> (Path
     (q, d)
 }
 
-// NF4 linear weights run fused (never dequantized) and give the logits of the dequantized
-// weights, up to f32 summation order, on each device.
+// NF4 linear weights run without a dequantized copy of the model and give the logits of the
+// dequantized weights: on the CPU up to f32 summation order (fused f32 kernels); on CUDA up to
+// bf16 rounding, since the prompt's products there multiply bf16 operands, as bitsandbytes does.
 common::device_tests!(
     nf4_folders_match_their_dequantized_weights_on: nf4_folders_match_their_dequantized_weights,
     cuda_nf4_folders_match_their_dequantized_weights
@@ -122,15 +123,29 @@ fn nf4_folders_match_their_dequantized_weights_on(device: Device) {
             };
             let (a, b) = (run(mq), run(md));
             let v = mq.vocab_size();
-            let worst = a
-                .iter()
-                .zip(&b)
-                .enumerate()
-                .filter(|(i, _)| masks[i / (9 * v)][(i / v) % 9])
-                .map(|(_, (x, y))| (x - y).abs() / y.abs().max(1.0))
-                .fold(0f32, f32::max);
-            eprintln!("{name} NF4 vs dequantized on {device}: worst relative diff {worst:.1e}");
-            assert!(worst < 1e-4, "{name} on {device}: {worst}");
+            let pairs = || {
+                a.iter()
+                    .zip(&b)
+                    .enumerate()
+                    .filter(|(i, _)| masks[i / (9 * v)][(i / v) % 9])
+                    .map(|(_, p)| p)
+            };
+            if device == Device::Cpu {
+                let worst = pairs()
+                    .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+                    .fold(0f32, f32::max);
+                eprintln!("{name} NF4 vs dequantized on {device}: worst relative diff {worst:.1e}");
+                assert!(worst < 1e-4, "{name} on {device}: {worst}");
+            } else {
+                // Relative to the largest logit: single logits near 0 carry the rounding of
+                // the whole sum. transformers with bf16-rounded linear operands (f32 sums)
+                // moves these fixtures' logits by 1.3e-2 (qwen2) and 1.1e-2 (qwen3) of it
+                // (tools/fixtures/bf16_linear_drift.py).
+                let scale = pairs().map(|(_, y)| y.abs()).fold(0f32, f32::max);
+                let worst = pairs().map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / scale;
+                eprintln!("{name} NF4 vs dequantized on {device}: max diff {worst:.1e} of the largest logit");
+                assert!(worst < 3e-2, "{name} on {device}: {worst}");
+            }
         }
     }
 }
