@@ -41,25 +41,41 @@ __device__ __forceinline__ float nf4_block_scale(size_t b, const float* absmax,
 #define NF4_SCALE(b) \
   nf4_block_scale((b), absmax, absmax_codes, nested_absmax, nested_code, nested_blocksize, offset)
 
-__device__ __forceinline__ void nf4_store4(float* out, size_t i, float a, float b, float c,
-                                           float d) {
-  *reinterpret_cast<float4*>(out + i) = make_float4(a, b, c, d);
+// Sixteen values from their eight packed bytes (byte j of the pair holds values 2j, 2j+1, the
+// first in the high nibble), each multiplied by the block's scale.
+__device__ __forceinline__ void nf4_decode16(const float* code, uint2 q, float s, float* v) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    v[2 * j] = code[(q.x >> (8 * j + 4)) & 15] * s;
+    v[2 * j + 1] = code[(q.x >> (8 * j)) & 15] * s;
+    v[8 + 2 * j] = code[(q.y >> (8 * j + 4)) & 15] * s;
+    v[8 + 2 * j + 1] = code[(q.y >> (8 * j)) & 15] * s;
+  }
 }
-__device__ __forceinline__ void nf4_store4(u16* out, size_t i, float a, float b, float c,
-                                           float d) {
-  uint2 p;
-  p.x = (u32)f32_to_bf16(a) | ((u32)f32_to_bf16(b) << 16);  // lower address in the low half
-  p.y = (u32)f32_to_bf16(c) | ((u32)f32_to_bf16(d) << 16);
-  *reinterpret_cast<uint2*>(out + i) = p;
+
+__device__ __forceinline__ void nf4_store16(float* out, size_t i, const float* v) {
+  float4* o = reinterpret_cast<float4*>(out + i);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) o[k] = make_float4(v[4 * k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3]);
+}
+__device__ __forceinline__ void nf4_store16(u16* out, size_t i, const float* v) {
+  u32 p[8];
+#pragma unroll
+  for (int k = 0; k < 8; ++k)  // the lower address in the low half
+    p[k] = (u32)f32_to_bf16(v[2 * k]) | ((u32)f32_to_bf16(v[2 * k + 1]) << 16);
+  uint4* o = reinterpret_cast<uint4*>(out + i);
+  o[0] = make_uint4(p[0], p[1], p[2], p[3]);
+  o[1] = make_uint4(p[4], p[5], p[6], p[7]);
 }
 __device__ __forceinline__ void nf4_store1(float* out, size_t i, float v) { out[i] = v; }
 __device__ __forceinline__ void nf4_store1(u16* out, size_t i, float v) { out[i] = f32_to_bf16(v); }
 
-// out[i] = NF4[q_i] * absmax[i / blocksize], i < numel. Thread t decodes elements 4t..4t+3 from
-// the two bytes 2t, 2t+1 (one aligned u16 load) and writes them with one 16- or 8-byte store,
-// so a warp reads 64 contiguous bytes and writes 512 (f32) or 256 (bf16). Four values never
-// straddle a block: block boundaries are multiples of blocksize (a power of two >= 32). The
-// thread after the last full group writes the 1-3 leftover values one by one.
+// out[i] = NF4[q_i] * absmax[i / blocksize], i < numel. Thread t decodes elements 16t..16t+15
+// from the eight bytes 8t..8t+7 (one aligned 8-byte load) and writes them with 16-byte stores,
+// so a warp reads 256 contiguous bytes and writes 2 KiB (f32) or 1 KiB (bf16): wide accesses
+// keep enough bytes in flight to stream at copy speed. Sixteen values never straddle a block:
+// block boundaries are multiples of blocksize (a power of two >= 32). The thread after the last
+// full group writes the 1-15 leftover values one by one.
 template <typename T>
 __device__ __forceinline__ void nf4_dequantize(T* out, const u8* packed, const float* absmax,
                                                const u8* absmax_codes, const float* nested_absmax,
@@ -68,16 +84,16 @@ __device__ __forceinline__ void nf4_dequantize(T* out, const u8* packed, const f
   __shared__ float code[16];
   nf4_load_code(code);
   int bshift = __ffs(blocksize) - 1;
-  size_t groups = (size_t)numel / 4;
+  size_t groups = (size_t)numel / 16;
   size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (t < groups) {
-    size_t i = t * 4;
-    u32 q = reinterpret_cast<const u16*>(packed)[t];  // byte 2t in the low half
-    float s = NF4_SCALE(i >> bshift);
-    nf4_store4(out, i, code[(q >> 4) & 15] * s, code[q & 15] * s, code[(q >> 12) & 15] * s,
-               code[(q >> 8) & 15] * s);
+    size_t i = t * 16;
+    uint2 q = reinterpret_cast<const uint2*>(packed)[t];
+    float v[16];
+    nf4_decode16(code, q, NF4_SCALE(i >> bshift), v);
+    nf4_store16(out, i, v);
   } else if (t == groups) {
-    for (size_t i = groups * 4; i < (size_t)numel; ++i) {
+    for (size_t i = groups * 16; i < (size_t)numel; ++i) {
       u32 byte = packed[i >> 1];
       u32 q = (i & 1) ? (byte & 15) : (byte >> 4);
       nf4_store1(out, i, code[q] * NF4_SCALE(i >> bshift));
@@ -113,7 +129,8 @@ extern "C" __global__ void nf4_dequantize_bf16(u16* out, const u8* packed, const
 // in shared memory, so even a layer of 1024 rows keeps every SM streaming.
 // When cols % 8 == 0 a thread takes 8 columns at a time: one aligned 4-byte load per weight row
 // (8 codes, all in one block since flat offsets and block boundaries are multiples of 8) and two
-// float4 loads per input row. Otherwise one value at a time (odd shapes, tests).
+// float4 loads per input row. Otherwise one value at a time (odd shapes, tests). Columns that
+// are a multiple of 32 (every real model) take nf4_linear32_m*_f32 below instead.
 extern "C" __global__ void nf4_linear_forward_f32(
     float* __restrict__ y, const float* __restrict__ x, const u8* __restrict__ packed,
     const float* __restrict__ absmax, const u8* __restrict__ absmax_codes,
@@ -192,12 +209,14 @@ extern "C" __global__ void nf4_linear_forward_f32(
   // Reduce: warps first, then the warps' partial sums in shared memory, in a fixed order.
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
 #pragma unroll
-  for (int i = 0; i < NF4_GEMV_MAX_M; ++i)
+  for (int i = 0; i < NF4_GEMV_MAX_M; ++i) {
+    if (i >= m) break;
 #pragma unroll
     for (int w = 0; w < NF4_GEMV_ROWS; ++w) {
       float v = warp_sum(acc[i][w]);
       if (lane == 0) partial[warp][i * NF4_GEMV_ROWS + w] = v;
     }
+  }
   __syncthreads();
   int t = threadIdx.x;
   if (t < NF4_GEMV_MAX_M * NF4_GEMV_ROWS) {
@@ -210,3 +229,114 @@ extern "C" __global__ void nf4_linear_forward_f32(
     }
   }
 }
+
+// nf4_linear_forward_f32 for cols % 32 == 0, one kernel per input-row count M (the loops over M
+// unroll, and the registers stay few enough for a full SM). Same blocks of NF4_GEMV_ROWS rows,
+// but a thread takes 32 columns at a time: each weight row's 16 bytes in one load, all
+// NF4_GEMV_ROWS loads issued before any arithmetic, so 64 bytes per thread are in flight (the
+// 4-byte loads above reach ~10% of copy bandwidth). 32 values never straddle a block. The
+// block's scale multiplies each row's 32-term sum once.
+template <int M>
+__device__ __forceinline__ void nf4_linear32(float* __restrict__ y, const float* __restrict__ x,
+                                             const u8* __restrict__ packed,
+                                             const float* __restrict__ absmax,
+                                             const u8* __restrict__ absmax_codes,
+                                             const float* __restrict__ nested_absmax,
+                                             const float* __restrict__ nested_code,
+                                             int nested_blocksize, float offset,
+                                             const float* __restrict__ bias, int rows, int cols,
+                                             int blocksize) {
+  __shared__ float code[16];
+  __shared__ float partial[32][M * NF4_GEMV_ROWS];
+  nf4_load_code(code);
+  int bshift = __ffs(blocksize) - 1;
+  int r0 = blockIdx.x * NF4_GEMV_ROWS;
+  float acc[M][NF4_GEMV_ROWS];
+#pragma unroll
+  for (int i = 0; i < M; ++i)
+#pragma unroll
+    for (int w = 0; w < NF4_GEMV_ROWS; ++w) acc[i][w] = 0.0f;
+
+  int groups = cols >> 5;
+  for (int g = threadIdx.x; g < groups; g += blockDim.x) {
+    int c = g << 5;
+    u32 q[NF4_GEMV_ROWS][4];  // row w's columns 8k..8k+7 in q[w][k]
+    float s[NF4_GEMV_ROWS];
+#pragma unroll
+    for (int w = 0; w < NF4_GEMV_ROWS; ++w) {
+      int r = min(r0 + w, rows - 1);  // past the last row: a harmless re-read, never stored
+      size_t f = (size_t)r * cols + c;
+      uint4 v = __ldg(reinterpret_cast<const uint4*>(packed + (f >> 1)));
+      q[w][0] = v.x, q[w][1] = v.y, q[w][2] = v.z, q[w][3] = v.w;
+      s[w] = NF4_SCALE(f >> bshift);
+    }
+    float d[M][NF4_GEMV_ROWS];
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+#pragma unroll
+      for (int w = 0; w < NF4_GEMV_ROWS; ++w) d[i][w] = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      float xv[M][8];
+#pragma unroll
+      for (int i = 0; i < M; ++i) {
+        const float4* xp = reinterpret_cast<const float4*>(x + (size_t)i * cols + c + 8 * k);
+        float4 a = xp[0], b = xp[1];
+        xv[i][0] = a.x, xv[i][1] = a.y, xv[i][2] = a.z, xv[i][3] = a.w;
+        xv[i][4] = b.x, xv[i][5] = b.y, xv[i][6] = b.z, xv[i][7] = b.w;
+      }
+      // Each decoded weight is read from shared memory once and used for all M input rows.
+#pragma unroll
+      for (int w = 0; w < NF4_GEMV_ROWS; ++w)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          float hi = code[(q[w][k] >> (8 * j + 4)) & 15], lo = code[(q[w][k] >> (8 * j)) & 15];
+#pragma unroll
+          for (int i = 0; i < M; ++i) {
+            d[i][w] = fmaf(hi, xv[i][2 * j], d[i][w]);
+            d[i][w] = fmaf(lo, xv[i][2 * j + 1], d[i][w]);
+          }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+#pragma unroll
+      for (int w = 0; w < NF4_GEMV_ROWS; ++w) acc[i][w] = fmaf(s[w], d[i][w], acc[i][w]);
+  }
+
+  // Reduce as nf4_linear_forward_f32 does: warps, then their partial sums in a fixed order.
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+#pragma unroll
+  for (int i = 0; i < M; ++i)
+#pragma unroll
+    for (int w = 0; w < NF4_GEMV_ROWS; ++w) {
+      float v = warp_sum(acc[i][w]);
+      if (lane == 0) partial[warp][i * NF4_GEMV_ROWS + w] = v;
+    }
+  __syncthreads();
+  int t = threadIdx.x;
+  if (t < M * NF4_GEMV_ROWS) {
+    int i = t / NF4_GEMV_ROWS, r = r0 + t % NF4_GEMV_ROWS;
+    if (r < rows) {
+      float sum = 0.0f;
+      for (int k = 0; k < nwarps; ++k) sum += partial[k][t];
+      if (bias != nullptr) sum += bias[r];
+      y[(size_t)i * rows + r] = sum;
+    }
+  }
+}
+
+#define NF4_LINEAR32(M)                                                                        \
+  extern "C" __global__ void nf4_linear32_m##M##_f32(                   \
+      float* __restrict__ y, const float* __restrict__ x, const u8* __restrict__ packed,       \
+      const float* __restrict__ absmax, const u8* __restrict__ absmax_codes,                   \
+      const float* __restrict__ nested_absmax, const float* __restrict__ nested_code,          \
+      int nested_blocksize, float offset, const float* __restrict__ bias, int rows, int cols,  \
+      int blocksize) {                                                                         \
+    nf4_linear32<M>(y, x, packed, absmax, absmax_codes, nested_absmax, nested_code,            \
+                    nested_blocksize, offset, bias, rows, cols, blocksize);                    \
+  }
+NF4_LINEAR32(1)
+NF4_LINEAR32(2)
+NF4_LINEAR32(3)
+NF4_LINEAR32(4)

@@ -282,7 +282,7 @@ pub fn nf4_dequantize(gpu: &Gpu, out: &mut CudaSlice<f32>, w: &Nf4Weight) -> Res
     w.push_args(&mut b);
     b.arg(&w.numel_i).arg(&w.blocksize_i);
     // SAFETY: out holds numel values; the weight's buffers were checked at upload. Thread t
-    // writes elements 4t..4t+3 (t < numel/4) or, for t == numel/4, the 0-3 leftovers.
+    // writes elements 16t..16t+15 (t < numel/16) or, for t == numel/16, the 0-15 leftovers.
     unsafe { b.launch(dequantize_config(w.numel())) }?;
     Ok(())
 }
@@ -301,9 +301,9 @@ pub fn nf4_dequantize_bf16(gpu: &Gpu, out: &mut CudaSlice<u16>, w: &Nf4Weight) -
     Ok(())
 }
 
-/// One thread per 4 values plus one for the leftovers.
+/// One thread per 16 values plus one for the leftovers.
 fn dequantize_config(numel: usize) -> LaunchConfig {
-    per_element(numel / 4 + 1)
+    per_element(numel / 16 + 1)
 }
 
 /// y[m, rows] = x[m, cols] · Wᵀ (+ bias[rows]), like `Nf4Tensor::matmul` (which has no bias).
@@ -327,7 +327,7 @@ pub fn nf4_linear(
         check_len(op, "bias", b.len(), rows)?;
     }
     let mi = check_i32(op, "m", m)?;
-    if m == 0 {
+    if m == 0 || rows == 0 {
         return Ok(());
     }
     if m > GEMV_MAX_M {
@@ -343,7 +343,16 @@ pub fn nf4_linear(
         }
         return Ok(());
     }
-    let f = gpu.function(&NF4, "nf4_linear_forward_f32")?;
+    // Columns in 32s (every real model): the kernel for this m, with 16-byte weight loads.
+    let wide = cols.is_multiple_of(32);
+    let name = match (wide, m) {
+        (true, 1) => "nf4_linear32_m1_f32",
+        (true, 2) => "nf4_linear32_m2_f32",
+        (true, 3) => "nf4_linear32_m3_f32",
+        (true, _) => "nf4_linear32_m4_f32",
+        (false, _) => "nf4_linear_forward_f32",
+    };
+    let f = gpu.function(&NF4, name)?;
     let mut b = gpu.stream().launch_builder(&f);
     b.arg(y).arg(x);
     w.push_args(&mut b);
@@ -351,7 +360,10 @@ pub fn nf4_linear(
         Some(bias) => b.arg(bias),
         None => b.arg(&0u64),
     };
-    b.arg(&mi).arg(&w.rows_i).arg(&w.cols_i).arg(&w.blocksize_i);
+    if !wide {
+        b.arg(&mi);
+    }
+    b.arg(&w.rows_i).arg(&w.cols_i).arg(&w.blocksize_i);
     let cfg = LaunchConfig {
         grid_dim: (rows.div_ceil(GEMV_ROWS) as u32, 1, 1),
         block_dim: (gemv_threads(cols), 1, 1),
@@ -363,10 +375,13 @@ pub fn nf4_linear(
     Ok(())
 }
 
-/// Threads per GEMV block: the columns are taken 8 at a time (or 1 at a time when cols is not a
-/// multiple of 8); a count that divides that work evenly keeps every thread busy to the end.
+/// Threads per GEMV block: the columns are taken 32 or 8 at a time (or 1 at a time when cols is
+/// not a multiple of 8), as nf4.cu does; a count that divides that work evenly keeps every thread
+/// busy to the end.
 fn gemv_threads(cols: usize) -> u32 {
-    let work = if cols.is_multiple_of(8) {
+    let work = if cols.is_multiple_of(32) {
+        cols / 32
+    } else if cols.is_multiple_of(8) {
         cols / 8
     } else {
         cols
@@ -433,8 +448,10 @@ mod tests {
 
     #[test]
     fn gemv_threads_divide_the_work() {
-        assert_eq!(super::gemv_threads(3072), 128); // 384 groups of 8
+        assert_eq!(super::gemv_threads(3072), 96); // 96 groups of 32
         assert_eq!(super::gemv_threads(8192), 256);
+        assert_eq!(super::gemv_threads(1032), 160); // 129 groups of 8: 5 warps
+        assert_eq!(super::gemv_threads(1024), 32);
         assert_eq!(super::gemv_threads(33), 64);
         assert_eq!(super::gemv_threads(1), 32);
         assert_eq!(super::gemv_threads(100_001), 256);

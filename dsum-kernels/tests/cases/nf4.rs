@@ -26,12 +26,17 @@ fn e(e: KernelError) -> String {
     e.to_string()
 }
 
-/// (rows, cols, blocksize, double quant, seed). Columns both multiples of 8 (the vectorized
-/// paths) and anything else: odd counts put row starts in low nibbles and blocks across rows.
+/// (rows, cols, blocksize, double quant, seed). Columns multiples of 32 and of 8 (the
+/// vectorized GEMV paths) and anything else: odd counts put row starts in low nibbles and blocks
+/// across rows.
 fn weights() -> impl Strategy<Value = (usize, usize, usize, bool, u64)> {
     (
         1usize..40,
-        prop_oneof![(1usize..80).prop_map(|a| a * 8), 1usize..600],
+        prop_oneof![
+            (1usize..20).prop_map(|a| a * 32),
+            (1usize..80).prop_map(|a| a * 8),
+            1usize..600
+        ],
         select(vec![32usize, 64, 128, 256, 4096]),
         any::<bool>(),
         0u64..1000,
@@ -107,7 +112,7 @@ fn dequantize_bf16(gpu: &Gpu) -> Result<(), String> {
 
 fn linear_gemv(gpu: &Gpu) -> Result<(), String> {
     let cases = (weights(), 1usize..=k::GEMV_MAX_M, any::<bool>());
-    prop(cases, 48, |(s, m, with_bias)| {
+    prop(cases, 64, |(s, m, with_bias)| {
         let (t, w) = quantized(gpu, s)?;
         let (rows, cols) = (s.0, s.1);
         let x = rand_vec(m * cols, s.4 + 1);
