@@ -650,9 +650,9 @@ def part_c(o, dl):
                      "timed_steps": sz["train_steps"], "lora": "r 16, alpha 32, dropout 0.1, 7 linear layers",
                      "optimizer": "AdamW lr 2e-4, clip 0.3", "base": "NF4 blocksize 64, double quant"}
     r["dsum"] = guarded(lambda: dsum_finetune(o, dl, src, train_csv, device_args(o.dsum, "finetune", o.device)))
-    n = sz["train_batch"] * sz["grad_accum"]
+    # Every row, in dsum's order (no shuffle): step k of both systems trains on the same rows.
     peer = guarded(worker, "bnb_train", {
-        "device": o.device, "folder": src, "rows": ids[:n], "labels": labels[:n], "batch": sz["train_batch"],
+        "device": o.device, "folder": src, "rows": ids, "labels": labels, "batch": sz["train_batch"],
         "grad_accum": sz["grad_accum"], "steps": sz["train_steps"], "grad_ckpt": o.grad_ckpt}, dl.timeout(480))
     if "step_s" in peer:
         timed = peer["step_s"][1:]
@@ -665,6 +665,8 @@ def part_c(o, dl):
         # systems train on the same tokens), whatever the adapters' random A.
         x, y = r["dsum"]["loss"][0], peer["loss"][0]
         r["first_loss_rel_diff"] = abs(x - y) / abs(y)
+        # Later steps differ by the adapters' random A and by dropout masks too.
+        r["loss_max_rel_diff"] = max(abs(a - b) / abs(b) for a, b in zip(r["dsum"]["loss"], peer["loss"]))
     return r
 
 
@@ -796,7 +798,8 @@ def table(res):
             rel = c.get("first_loss_rel_diff")
             rows.append(("c", f"QLoRA step, {w['batch']}x{w['seq_len']} tokens (peft + bnb)", dv, qv,
                          (f"{sp:.2f}x" if sp else "—") + "; goal ≥ 2x"
-                         + (f"; first loss rel. diff {rel:.1e}" if rel is not None else "")))
+                         + (f"; first loss rel. diff {rel:.1e}" if rel is not None else "")
+                         + (f", worst {c['loss_max_rel_diff']:.1e}" if "loss_max_rel_diff" in c else "")))
     if "d" in P:
         dd = P["d"]
         if "error" in dd:
