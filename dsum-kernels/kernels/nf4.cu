@@ -53,12 +53,14 @@ __device__ __forceinline__ void nf4_decode16(const float* code, uint2 q, float s
   }
 }
 
-__device__ __forceinline__ void nf4_store16(float* out, size_t i, const float* v) {
-  float4* o = reinterpret_cast<float4*>(out + i);
-#pragma unroll
-  for (int k = 0; k < 4; ++k) o[k] = make_float4(v[4 * k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3]);
+// Stores of a thread's G consecutive values. f32 takes G = 4 (one float4: a warp's store covers
+// 512 contiguous bytes); bf16 takes G = 16 (two 16-byte stores): measured on an H200, f32 with
+// 16 values per thread streamed at 45% of copy bandwidth, bf16 with 4 at 62%, each at 80-85%
+// the other way.
+__device__ __forceinline__ void nf4_store(float* out, size_t i, const float* v) {
+  *reinterpret_cast<float4*>(out + i) = make_float4(v[0], v[1], v[2], v[3]);
 }
-__device__ __forceinline__ void nf4_store16(u16* out, size_t i, const float* v) {
+__device__ __forceinline__ void nf4_store(u16* out, size_t i, const float* v) {
   u32 p[8];
 #pragma unroll
   for (int k = 0; k < 8; ++k)  // the lower address in the low half
@@ -70,30 +72,36 @@ __device__ __forceinline__ void nf4_store16(u16* out, size_t i, const float* v) 
 __device__ __forceinline__ void nf4_store1(float* out, size_t i, float v) { out[i] = v; }
 __device__ __forceinline__ void nf4_store1(u16* out, size_t i, float v) { out[i] = f32_to_bf16(v); }
 
-// out[i] = NF4[q_i] * absmax[i / blocksize], i < numel. Thread t decodes elements 16t..16t+15
-// from the eight bytes 8t..8t+7 (one aligned 8-byte load) and writes them with 16-byte stores,
-// so a warp reads 256 contiguous bytes and writes 2 KiB (f32) or 1 KiB (bf16): wide accesses
-// keep enough bytes in flight to stream at copy speed. Sixteen values never straddle a block:
-// block boundaries are multiples of blocksize (a power of two >= 32). The thread after the last
-// full group writes the 1-15 leftover values one by one.
-template <typename T>
+// out[i] = NF4[q_i] * absmax[i / blocksize], i < numel. Thread t decodes elements Gt..Gt+G-1
+// from the G/2 bytes at G/2·t (one aligned 2- or 8-byte load) and writes them with one or two
+// 16-byte stores (nf4_store). G values never straddle a block: block boundaries are multiples
+// of blocksize (a power of two >= 32). The thread after the last full group writes the 1..G-1
+// leftover values one by one.
+template <typename T, int G>
 __device__ __forceinline__ void nf4_dequantize(T* out, const u8* packed, const float* absmax,
                                                const u8* absmax_codes, const float* nested_absmax,
                                                const float* nested_code, int nested_blocksize,
                                                float offset, int numel, int blocksize) {
+  static_assert(G == 4 || G == 16, "4 or 16 values per thread");
   __shared__ float code[16];
   nf4_load_code(code);
   int bshift = __ffs(blocksize) - 1;
-  size_t groups = (size_t)numel / 16;
+  size_t groups = (size_t)numel / G;
   size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (t < groups) {
-    size_t i = t * 16;
-    uint2 q = reinterpret_cast<const uint2*>(packed)[t];
-    float v[16];
-    nf4_decode16(code, q, NF4_SCALE(i >> bshift), v);
-    nf4_store16(out, i, v);
+    size_t i = t * G;
+    float s = NF4_SCALE(i >> bshift);
+    float v[G];
+    if constexpr (G == 16) {
+      nf4_decode16(code, reinterpret_cast<const uint2*>(packed)[t], s, v);
+    } else {
+      u32 q = reinterpret_cast<const u16*>(packed)[t];  // byte 2t in the low half
+      v[0] = code[(q >> 4) & 15] * s, v[1] = code[q & 15] * s;
+      v[2] = code[(q >> 12) & 15] * s, v[3] = code[(q >> 8) & 15] * s;
+    }
+    nf4_store(out, i, v);
   } else if (t == groups) {
-    for (size_t i = groups * 16; i < (size_t)numel; ++i) {
+    for (size_t i = groups * G; i < (size_t)numel; ++i) {
       u32 byte = packed[i >> 1];
       u32 q = (i & 1) ? (byte & 15) : (byte >> 4);
       nf4_store1(out, i, code[q] * NF4_SCALE(i >> bshift));
@@ -105,8 +113,8 @@ extern "C" __global__ void nf4_dequantize_f32(float* out, const u8* packed, cons
                                               const u8* absmax_codes, const float* nested_absmax,
                                               const float* nested_code, int nested_blocksize,
                                               float offset, int numel, int blocksize) {
-  nf4_dequantize(out, packed, absmax, absmax_codes, nested_absmax, nested_code, nested_blocksize,
-                 offset, numel, blocksize);
+  nf4_dequantize<float, 4>(out, packed, absmax, absmax_codes, nested_absmax, nested_code,
+                           nested_blocksize, offset, numel, blocksize);
 }
 
 // As nf4_dequantize_f32, each f32 value then rounded to bf16 (nearest even).
@@ -114,8 +122,8 @@ extern "C" __global__ void nf4_dequantize_bf16(u16* out, const u8* packed, const
                                                const u8* absmax_codes, const float* nested_absmax,
                                                const float* nested_code, int nested_blocksize,
                                                float offset, int numel, int blocksize) {
-  nf4_dequantize(out, packed, absmax, absmax_codes, nested_absmax, nested_code, nested_blocksize,
-                 offset, numel, blocksize);
+  nf4_dequantize<u16, 16>(out, packed, absmax, absmax_codes, nested_absmax, nested_code,
+                          nested_blocksize, offset, numel, blocksize);
 }
 
 // Weight rows per block of the fused GEMV: each x value loaded feeds this many rows.
@@ -129,8 +137,8 @@ extern "C" __global__ void nf4_dequantize_bf16(u16* out, const u8* packed, const
 // in shared memory, so even a layer of 1024 rows keeps every SM streaming.
 // When cols % 8 == 0 a thread takes 8 columns at a time: one aligned 4-byte load per weight row
 // (8 codes, all in one block since flat offsets and block boundaries are multiples of 8) and two
-// float4 loads per input row. Otherwise one value at a time (odd shapes, tests). Columns that
-// are a multiple of 32 (every real model) take nf4_linear32_m*_f32 below instead.
+// float4 loads per input row. Otherwise one value at a time (odd shapes, tests). One input row
+// with columns in 32s (batch-1 decoding of every real model) takes nf4_linear32_m1_f32 below.
 extern "C" __global__ void nf4_linear_forward_f32(
     float* __restrict__ y, const float* __restrict__ x, const u8* __restrict__ packed,
     const float* __restrict__ absmax, const u8* __restrict__ absmax_codes,
@@ -230,8 +238,8 @@ extern "C" __global__ void nf4_linear_forward_f32(
   }
 }
 
-// nf4_linear_forward_f32 for cols % 32 == 0, one kernel per input-row count M (the loops over M
-// unroll, and the registers stay few enough for a full SM). Same blocks of NF4_GEMV_ROWS rows,
+// nf4_linear_forward_f32 for cols % 32 == 0 and a fixed input-row count M (the loops over M
+// unroll). Same blocks of NF4_GEMV_ROWS rows,
 // but a thread takes 32 columns at a time: each weight row's 16 bytes in one load, all
 // NF4_GEMV_ROWS loads issued before any arithmetic, so 64 bytes per thread are in flight (the
 // 4-byte loads above reach ~10% of copy bandwidth). 32 values never straddle a block. The
@@ -336,7 +344,6 @@ __device__ __forceinline__ void nf4_linear32(float* __restrict__ y, const float*
     nf4_linear32<M>(y, x, packed, absmax, absmax_codes, nested_absmax, nested_code,            \
                     nested_blocksize, offset, bias, rows, cols, blocksize);                    \
   }
+// Only M = 1 (batch-1 decoding) is built: on an H200, M = 4 ran at 263 GB/s on q_proj against
+// 286 for nf4_linear_forward_f32, whose registers do not grow with M (88 against 164).
 NF4_LINEAR32(1)
-NF4_LINEAR32(2)
-NF4_LINEAR32(3)
-NF4_LINEAR32(4)

@@ -282,8 +282,8 @@ pub fn nf4_dequantize(gpu: &Gpu, out: &mut CudaSlice<f32>, w: &Nf4Weight) -> Res
     w.push_args(&mut b);
     b.arg(&w.numel_i).arg(&w.blocksize_i);
     // SAFETY: out holds numel values; the weight's buffers were checked at upload. Thread t
-    // writes elements 16t..16t+15 (t < numel/16) or, for t == numel/16, the 0-15 leftovers.
-    unsafe { b.launch(dequantize_config(w.numel())) }?;
+    // writes elements 4t..4t+3 (t < numel/4) or, for t == numel/4, the 0-3 leftovers.
+    unsafe { b.launch(dequantize_config(w.numel(), 4)) }?;
     Ok(())
 }
 
@@ -296,14 +296,14 @@ pub fn nf4_dequantize_bf16(gpu: &Gpu, out: &mut CudaSlice<u16>, w: &Nf4Weight) -
     b.arg(out);
     w.push_args(&mut b);
     b.arg(&w.numel_i).arg(&w.blocksize_i);
-    // SAFETY: as nf4_dequantize.
-    unsafe { b.launch(dequantize_config(w.numel())) }?;
+    // SAFETY: as nf4_dequantize, with 16 values per thread.
+    unsafe { b.launch(dequantize_config(w.numel(), 16)) }?;
     Ok(())
 }
 
-/// One thread per 16 values plus one for the leftovers.
-fn dequantize_config(numel: usize) -> LaunchConfig {
-    per_element(numel / 16 + 1)
+/// One thread per `group` values (nf4.cu's G: 4 for f32, 16 for bf16) plus one for the leftovers.
+fn dequantize_config(numel: usize, group: usize) -> LaunchConfig {
+    per_element(numel / group + 1)
 }
 
 /// y[m, rows] = x[m, cols] · Wᵀ (+ bias[rows]), like `Nf4Tensor::matmul` (which has no bias).
@@ -343,14 +343,12 @@ pub fn nf4_linear(
         }
         return Ok(());
     }
-    // Columns in 32s (every real model): the kernel for this m, with 16-byte weight loads.
-    let wide = cols.is_multiple_of(32);
-    let name = match (wide, m) {
-        (true, 1) => "nf4_linear32_m1_f32",
-        (true, 2) => "nf4_linear32_m2_f32",
-        (true, 3) => "nf4_linear32_m3_f32",
-        (true, _) => "nf4_linear32_m4_f32",
-        (false, _) => "nf4_linear_forward_f32",
+    // Batch-1 decoding with columns in 32s (every real model): 16-byte weight loads.
+    let wide = m == 1 && cols.is_multiple_of(32);
+    let name = if wide {
+        "nf4_linear32_m1_f32"
+    } else {
+        "nf4_linear_forward_f32"
     };
     let f = gpu.function(&NF4, name)?;
     let mut b = gpu.stream().launch_builder(&f);
@@ -366,7 +364,7 @@ pub fn nf4_linear(
     b.arg(&w.rows_i).arg(&w.cols_i).arg(&w.blocksize_i);
     let cfg = LaunchConfig {
         grid_dim: (rows.div_ceil(GEMV_ROWS) as u32, 1, 1),
-        block_dim: (gemv_threads(cols), 1, 1),
+        block_dim: (gemv_threads(cols, wide), 1, 1),
         shared_mem_bytes: 0,
     };
     // SAFETY: y holds m·rows and x m·cols values (checked above), bias rows; block b writes
@@ -375,11 +373,11 @@ pub fn nf4_linear(
     Ok(())
 }
 
-/// Threads per GEMV block: the columns are taken 32 or 8 at a time (or 1 at a time when cols is
-/// not a multiple of 8), as nf4.cu does; a count that divides that work evenly keeps every thread
-/// busy to the end.
-fn gemv_threads(cols: usize) -> u32 {
-    let work = if cols.is_multiple_of(32) {
+/// Threads per GEMV block: the columns are taken 32 at a time (`wide`: nf4_linear32_m1_f32), else
+/// 8 at a time (or 1 at a time when cols is not a multiple of 8), as nf4.cu does; a count that
+/// divides that work evenly keeps every thread busy to the end.
+fn gemv_threads(cols: usize, wide: bool) -> u32 {
+    let work = if wide {
         cols / 32
     } else if cols.is_multiple_of(8) {
         cols / 8
@@ -448,12 +446,15 @@ mod tests {
 
     #[test]
     fn gemv_threads_divide_the_work() {
-        assert_eq!(super::gemv_threads(3072), 96); // 96 groups of 32
-        assert_eq!(super::gemv_threads(8192), 256);
-        assert_eq!(super::gemv_threads(1032), 160); // 129 groups of 8: 5 warps
-        assert_eq!(super::gemv_threads(1024), 32);
-        assert_eq!(super::gemv_threads(33), 64);
-        assert_eq!(super::gemv_threads(1), 32);
-        assert_eq!(super::gemv_threads(100_001), 256);
+        use super::gemv_threads;
+        assert_eq!(gemv_threads(3072, true), 96); // 96 groups of 32
+        assert_eq!(gemv_threads(3072, false), 128); // 384 groups of 8
+        assert_eq!(gemv_threads(8192, true), 256);
+        assert_eq!(gemv_threads(8192, false), 256);
+        assert_eq!(gemv_threads(1032, false), 160); // 129 groups of 8: 5 warps
+        assert_eq!(gemv_threads(1024, true), 32);
+        assert_eq!(gemv_threads(33, false), 64);
+        assert_eq!(gemv_threads(1, false), 32);
+        assert_eq!(gemv_threads(100_001, false), 256);
     }
 }

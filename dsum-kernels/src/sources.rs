@@ -85,9 +85,6 @@ pub const NF4: Source = Source {
         "nf4_dequantize_bf16",
         "nf4_linear_forward_f32",
         "nf4_linear32_m1_f32",
-        "nf4_linear32_m2_f32",
-        "nf4_linear32_m3_f32",
-        "nf4_linear32_m4_f32",
     ],
 };
 

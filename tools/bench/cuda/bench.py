@@ -111,9 +111,10 @@ def run(cmd, timeout, env=None):
 def worker(name, args, timeout):
     """Run one peer measurement in its own process (frees the GPU memory, survives a crash).
     Its last stdout line is its JSON result, or {"error": ...} when it raised."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, json.dumps(args)]
+    # The arguments go through stdin: token rows overflow the command line (E2BIG).
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "-"]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(cmd, input=json.dumps(args), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"worker {name} timed out after {timeout:.0f} s")
     lines = p.stdout.strip().splitlines()
@@ -887,7 +888,8 @@ def main():
     o = ap.parse_args()
     if o.worker:
         try:
-            res = WORKERS[o.worker[0]](json.loads(o.worker[1]))
+            args = o.worker[1]
+            res = WORKERS[o.worker[0]](json.loads(sys.stdin.read() if args == "-" else args))
         except Exception as e:
             res = {"error": f"{type(e).__name__}: {str(e)[:1500]}", "traceback": tail(traceback.format_exc(), 1500)}
         print(json.dumps(res))
