@@ -5,6 +5,13 @@
 #   tools/cuda/gpu_tests.sh run     # THERE (device tool, carry [".gpu-tests"]): runs them all,
 #                                   # logs to $OUT/gpu-tests.log (or out/ without $OUT)
 #
+# With the GPU benchmark (tools/bench/cuda) in one carried file, as session 5 ran it:
+#   tools/cuda/gpu_tests.sh pack    # HERE: build, the bench binaries and wheel, all packed into
+#                                   # .gpu-pack/gpu.tar.xz (~15 MB; unpacked they pass 64 MiB)
+#   tools/cuda/gpu_tests.sh device [run.sh options]
+#                                   # THERE (carry [".gpu-pack"]): unpack, run the tests, then
+#                                   # tools/bench/cuda/run.sh (default --part a,b,c,d)
+#
 # What runs: dsum-kernels' 49 kernel-vs-CPU property tests (tests/gpu.rs), and with CUDA device 0
 # the `cuda_*` tests of dsum-core (llama_parity, bart_parity, backend: logits and ids against the
 # fixtures; train_parity: first training step against peft) and of dsum-cli (finetune_parity:
@@ -101,8 +108,28 @@ run() {
   [ "$failed" = 0 ]
 }
 
+pack() {
+  build || exit 1
+  tools/bench/cuda/build_bins.sh || exit 1
+  ls .whl/bitsandbytes-*.whl >/dev/null 2>&1 || tools/bench/cuda/fetch_wheels.sh || exit 1
+  mkdir -p .gpu-pack
+  tar -cJf .gpu-pack/gpu.tar.xz "$DIR" .whl .bench-bin/bench_nf4 .bench-bin/BUILD.txt || exit 1
+  du -h .gpu-pack/gpu.tar.xz
+}
+
+device() {
+  tar -xJf .gpu-pack/gpu.tar.xz || exit 1
+  mkdir -p .bench-bin && cp "$DIR/dsum-cli" .bench-bin/
+  (timeout 120 "$ROOT/tools/cuda/gpu_tests.sh" run)
+  echo "gpu tests: exit $? after $SECONDS s"
+  [ $# -gt 0 ] || set -- --part a,b,c,d
+  BENCH_DEADLINE_S=${BENCH_DEADLINE_S:-$((560 - SECONDS))} tools/bench/cuda/run.sh "$@"
+}
+
 case "${1:-}" in
   build) build ;;
   run) run ;;
-  *) echo "usage: $0 build|run" >&2; exit 2 ;;
+  pack) pack ;;
+  device) shift; device "$@" ;;
+  *) echo "usage: $0 build|run|pack|device [run.sh options]" >&2; exit 2 ;;
 esac
