@@ -299,3 +299,106 @@ fn merge_matches_peft_and_summarize_adapter_uses_it() {
         "{err}"
     );
 }
+
+/// The tensors of one safetensors file: name -> (dtype, shape, bytes).
+fn raw_tensors(
+    path: &Path,
+) -> std::collections::BTreeMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, t)| (n, (t.dtype(), t.shape().to_vec(), t.data().to_vec())))
+        .collect()
+}
+
+/// A model folder of the llama3-rope fixture whose weights are peft's bf16 copy of it.
+fn bf16_base(dir: &Path) -> PathBuf {
+    let base = dir.join("base-bf16");
+    std::fs::create_dir_all(&base).unwrap();
+    for e in std::fs::read_dir(root().join("tests/fixtures/llama/models/llama3-rope")).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "model.safetensors" {
+            std::fs::copy(e.path(), base.join(e.file_name())).unwrap();
+        }
+    }
+    let bf16 = root().join("tests/fixtures/lora/llama3-all-linear/bf16");
+    std::fs::copy(
+        bf16.join("base.safetensors"),
+        base.join("model.safetensors"),
+    )
+    .unwrap();
+    base
+}
+
+fn merge_into(base: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    cli()
+        .arg("merge")
+        .arg("--model")
+        .arg(base)
+        .arg("--adapter")
+        .arg(root().join("tests/fixtures/lora/llama3-all-linear"))
+        .arg("--output")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+// A bf16 base merges into a bf16 model, as peft's merge_and_unload + save_pretrained write it
+// (tools/fixtures/make_merge_dtype_fixtures.py): the same tensors, dtypes and bytes.
+#[test]
+fn merge_keeps_a_bf16_base_in_bf16_as_peft_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = bf16_base(tmp.path());
+    let out = tmp.path().join("merged");
+    let o = merge_into(&base, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ours = raw_tensors(&out.join("model.safetensors"));
+    let peft =
+        raw_tensors(&root().join("tests/fixtures/lora/llama3-all-linear/bf16/merged.safetensors"));
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        peft.keys().collect::<Vec<_>>()
+    );
+    let base_t = raw_tensors(&base.join("model.safetensors"));
+    let mut changed = 0;
+    for (name, (dtype, shape, bytes)) in &peft {
+        let (d, s, b) = &ours[name];
+        assert_eq!((d, s), (dtype, shape), "{name}");
+        assert!(b == bytes, "{name}: bytes differ from peft's");
+        changed += (base_t[name].2 != *bytes) as usize;
+    }
+    // The 7 linear layers of each of the 2 layers moved; nothing else did.
+    assert_eq!(changed, 14);
+}
+
+#[test]
+fn merge_dtype_flag_converts_every_tensor_and_rejects_unknown_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = bf16_base(tmp.path());
+    let out = tmp.path().join("merged-f32");
+    let o = merge_into(&base, &out, &["--dtype", "f32"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ours = raw_tensors(&out.join("model.safetensors"));
+    let peft =
+        raw_tensors(&root().join("tests/fixtures/lora/llama3-all-linear/bf16/merged.safetensors"));
+    for (name, (dtype, _, bytes)) in &ours {
+        assert_eq!(*dtype, safetensors::Dtype::F32, "{name}");
+        // Rounded to bf16, each f32 value is peft's bf16 value.
+        let want = &peft[name].2;
+        for (i, c) in bytes.chunks_exact(4).enumerate() {
+            let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            let b = half::bf16::from_f32(v).to_le_bytes();
+            assert_eq!(&b[..], &want[2 * i..2 * i + 2], "{name}[{i}]");
+        }
+    }
+    let o = merge_into(&base, &tmp.path().join("bad"), &["--dtype", "int8"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--dtype int8") && err.contains("bf16"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("bad").exists());
+}

@@ -1,13 +1,19 @@
 //! Merging an adapter into its base model, as peft's `merge_and_unload`: for every adapted
-//! module `W += (B·A) · scaling` in f32. The result is an ordinary [`Checkpoint`]
-//! (untouched tensors are shared, not copied), which the model loaders take as they take
-//! any checkpoint: this is how `summarize --adapter` and `dsum-cli merge` work.
+//! module `W += (B·A) · scaling` in f32. [`merge`] gives an ordinary f32 [`Checkpoint`]
+//! (untouched tensors are shared, not copied), which the model loaders take as they take any
+//! checkpoint (`summarize --adapter`); [`merge_source`] gives the tensors to write
+//! (`dsum-cli merge`), each in the base's dtype or one asked for.
 
 use std::collections::HashMap;
+use std::string::{String, ToString};
+use std::vec::Vec;
 
-use super::adapter::Adapter;
+use safetensors::tensor::Dtype;
+
+use super::adapter::{Adapter, LoraModule};
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
+use crate::io::raw_tensor::{RawTensor, TensorSource};
 use crate::tensor::Weight;
 
 /// `W[out, in] + scaling · B[out, r] · A[r, in]`.
@@ -35,8 +41,42 @@ pub fn merged_weight(
         .collect()
 }
 
-/// The base checkpoint with the adapter merged in. Errors name the adapter module that
-/// has no matching weight or whose shape disagrees with the base.
+/// Module `m`'s merged weight from its base weight `w` (None: the base has no such weight).
+/// Errors name the adapter module that has no matching weight or whose shape disagrees.
+fn merged_module(
+    w: Option<&Weight>,
+    m: &LoraModule,
+    scaling: f32,
+    adapter_path: &str,
+    base_path: &str,
+) -> Result<Weight> {
+    let key = format!("{}.weight", m.path);
+    let Some(w) = w else {
+        return Err(Error::checkpoint(
+            adapter_path,
+            format!(
+                "adapter module `{}` has no weight `{key}` in the base model {base_path} \
+                 (an adapter trained on another model?)",
+                m.path
+            ),
+        ));
+    };
+    let (r, inp, out) = (m.a.shape[0], m.a.shape[1], m.b.shape[0]);
+    if w.shape != [out, inp] {
+        return Err(Error::checkpoint(
+            adapter_path,
+            format!(
+                "adapter module `{}` is [{out}, {inp}] but the base weight is {:?} \
+                 (an adapter trained on another model?)",
+                m.path, w.shape
+            ),
+        ));
+    }
+    let merged = merged_weight(w, &m.a, &m.b, out, inp, r, scaling);
+    Ok(Weight::from_vec(vec![out, inp], merged))
+}
+
+/// The base checkpoint with the adapter merged in, every tensor f32.
 pub fn merge(base: &Checkpoint, adapter: &Adapter, adapter_path: &str) -> Result<Checkpoint> {
     let scaling = adapter.config.scaling();
     let mut weights: HashMap<String, Weight> = HashMap::new();
@@ -46,32 +86,129 @@ pub fn merge(base: &Checkpoint, adapter: &Adapter, adapter_path: &str) -> Result
     }
     for m in &adapter.modules {
         let key = format!("{}.weight", m.path);
-        let Some(w) = weights.get(&key) else {
-            return Err(Error::checkpoint(
-                adapter_path,
-                format!(
-                    "adapter module `{}` has no weight `{key}` in the base model {} \
-                     (an adapter trained on another model?)",
-                    m.path,
-                    base.path()
-                ),
-            ));
-        };
-        let (r, inp, out) = (m.a.shape[0], m.a.shape[1], m.b.shape[0]);
-        if w.shape != [out, inp] {
-            return Err(Error::checkpoint(
-                adapter_path,
-                format!(
-                    "adapter module `{}` is [{out}, {inp}] but the base weight is {:?} \
-                     (an adapter trained on another model?)",
-                    m.path, w.shape
-                ),
-            ));
-        }
-        let merged = merged_weight(w, &m.a, &m.b, out, inp, r, scaling);
-        weights.insert(key, Weight::from_vec(vec![out, inp], merged));
+        let merged = merged_module(weights.get(&key), m, scaling, adapter_path, base.path())?;
+        weights.insert(key, merged);
     }
     Ok(Checkpoint::from_weights(base.path().to_string(), weights))
+}
+
+/// The dtype a merged model is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergeDtype {
+    /// Each tensor in the dtype the base stores it in: what peft's `merge_and_unload` and
+    /// `save_pretrained` write for a model loaded in its own dtype.
+    Base,
+    F32,
+    Bf16,
+    F16,
+}
+
+impl MergeDtype {
+    /// `base`, `f32` / `float32`, `bf16` / `bfloat16`, `f16` / `float16`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "base" => Self::Base,
+            "f32" | "float32" => Self::F32,
+            "bf16" | "bfloat16" => Self::Bf16,
+            "f16" | "float16" => Self::F16,
+            _ => return None,
+        })
+    }
+
+    /// The dtype a float tensor stored as `stored` is written in.
+    fn of(self, stored: Dtype) -> Dtype {
+        match self {
+            Self::Base => stored,
+            Self::F32 => Dtype::F32,
+            Self::Bf16 => Dtype::BF16,
+            Self::F16 => Dtype::F16,
+        }
+    }
+}
+
+/// `values` as little-endian `dtype` bytes, each rounded once to nearest even (as torch's
+/// `.to(dtype)`). `dtype` is F32, BF16 or F16.
+fn encode(values: &[f32], dtype: Dtype) -> Vec<u8> {
+    match dtype {
+        Dtype::BF16 => values
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect(),
+        Dtype::F16 => values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+fn is_float(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F32 | Dtype::BF16 | Dtype::F16)
+}
+
+/// The tensors of a base model with an adapter merged in, for writing: merged weights are
+/// computed in f32 from the base's values and rounded once to the output dtype (peft, on a
+/// bf16 model with its f32 adapter weights, adds the f32 delta to the bf16 weight the same
+/// way); untouched tensors keep their bytes when their dtype is kept.
+pub struct MergedSource<'a> {
+    base: &'a dyn TensorSource,
+    merged: HashMap<String, (Dtype, Weight)>,
+    dtype: MergeDtype,
+}
+
+/// [`MergedSource`] of `base` and `adapter`, every weight merged up front (errors as [`merge`]).
+pub fn merge_source<'a>(
+    base: &'a dyn TensorSource,
+    adapter: &Adapter,
+    adapter_path: &str,
+    dtype: MergeDtype,
+) -> Result<MergedSource<'a>> {
+    let scaling = adapter.config.scaling();
+    let base_path = base.source_path();
+    let names: std::collections::HashSet<String> = base.tensor_names().into_iter().collect();
+    let mut merged = HashMap::new();
+    for m in &adapter.modules {
+        let key = format!("{}.weight", m.path);
+        let (stored, w) = if names.contains(&key) {
+            let raw = base.raw_tensor(&key)?;
+            (raw.dtype, Some(raw.to_weight(&base_path, &key)?))
+        } else {
+            (Dtype::F32, None)
+        };
+        let w = merged_module(w.as_ref(), m, scaling, adapter_path, &base_path)?;
+        merged.insert(key, (stored, w));
+    }
+    Ok(MergedSource {
+        base,
+        merged,
+        dtype,
+    })
+}
+
+impl TensorSource for MergedSource<'_> {
+    fn source_path(&self) -> String {
+        self.base.source_path()
+    }
+    fn tensor_names(&self) -> Vec<String> {
+        self.base.tensor_names()
+    }
+    fn raw_tensor(&self, name: &str) -> Result<RawTensor> {
+        if let Some((stored, w)) = self.merged.get(name) {
+            let dtype = self.dtype.of(*stored);
+            return Ok(RawTensor::owned(dtype, w.shape.clone(), encode(w, dtype)));
+        }
+        let raw = self.base.raw_tensor(name)?;
+        let dtype = self.dtype.of(raw.dtype);
+        if dtype == raw.dtype || !is_float(raw.dtype) {
+            return Ok(raw);
+        }
+        let w = raw.to_weight(&self.base.source_path(), name)?;
+        Ok(RawTensor::owned(
+            dtype,
+            raw.shape.clone(),
+            encode(&w, dtype),
+        ))
+    }
 }
 
 #[cfg(test)]
