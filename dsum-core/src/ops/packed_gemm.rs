@@ -70,7 +70,7 @@ mod simd128 {
     use core::arch::wasm32::*;
 
     #[derive(Clone, Copy)]
-    pub(crate) struct Simd128(v128);
+    pub(crate) struct Simd128(pub(crate) v128);
 
     impl F32x4 for Simd128 {
         #[inline(always)]

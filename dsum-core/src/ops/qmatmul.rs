@@ -217,6 +217,9 @@ pub fn qlinear_naive(out: &mut [f32], inp: &[f32], w: &QMatrix, bias: Option<&[f
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Isa {
     Portable,
+    /// Four-lane vectors: simd128 in the browser; in the tests, the portable twin of it.
+    #[cfg(any(test, all(target_arch = "wasm32", target_feature = "simd128")))]
+    Lanes,
     #[cfg(target_arch = "x86_64")]
     Avx2,
     #[cfg(target_arch = "x86_64")]
@@ -237,6 +240,9 @@ impl Isa {
                 return Isa::Avx2;
             }
         }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        return Isa::Lanes;
+        #[allow(unreachable_code)]
         Isa::Portable
     }
 }
@@ -316,6 +322,10 @@ fn qgemv_block(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Isa::Avx2 => unsafe { x86::gemv_avx2(buf, inp, w, m, j0, j1) },
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Isa::Lanes => lanes::gemv::<crate::ops::packed_gemm::Simd128>(buf, inp, w, m, j0, j1),
+        #[cfg(all(test, not(all(target_arch = "wasm32", target_feature = "simd128"))))]
+        Isa::Lanes => lanes::gemv::<crate::ops::packed_gemm::Portable>(buf, inp, w, m, j0, j1),
         Isa::Portable => {
             let mut row = vec![0f32; k];
             for j in j0..j1 {
@@ -414,6 +424,170 @@ fn qlinear_packed<V: crate::ops::packed_gemm::F32x4>(
         let panels = &mut panels[..packed_len(nt, k)];
         pack_rows(panels, nt, k, |jj, row| w.dequantize_row(j0 + jj, row));
         gemm_packed::<V>(&mut out[j0..], n, inp, panels, m, k, nt);
+    }
+}
+
+/// The fused few-rows kernel of the browser, written once over four-lane vectors (simd128
+/// there, the portable twin in the tests). As the x86 kernels below, each block is decoded
+/// with the scalar code's operations (`quant::dequant_*`: the product rounded, then the sum),
+/// so each weight equals the scalar one; only the f32 sums run in another order.
+#[cfg(any(test, all(target_arch = "wasm32", target_feature = "simd128")))]
+mod lanes {
+    use super::QMatrix;
+    use crate::io::gguf::quant::GgmlType;
+    use crate::ops::packed_gemm::F32x4;
+
+    /// [`F32x4`] plus the integer decoding of a block's packed values.
+    pub(crate) trait QLanes: F32x4 {
+        /// The 32 four-bit values in the 16 bytes at `p`, as f32: the low nibbles of bytes
+        /// 0..16 (values 0..16 of the block), then the high nibbles (values 16..32).
+        ///
+        /// # Safety
+        /// `p..p + 16` must be readable.
+        unsafe fn nibbles(p: *const u8) -> [Self; 8];
+        /// The 32 i8 values at `p`, as f32.
+        ///
+        /// # Safety
+        /// `p..p + 32` must be readable.
+        unsafe fn signed_bytes(p: *const u8) -> [Self; 8];
+    }
+
+    #[cfg(test)]
+    impl QLanes for crate::ops::packed_gemm::Portable {
+        unsafe fn nibbles(p: *const u8) -> [Self; 8] {
+            // SAFETY: the caller guarantees 16 readable bytes.
+            let b: [u8; 16] = unsafe { core::ptr::read_unaligned(p as *const [u8; 16]) };
+            core::array::from_fn(|v| {
+                let f = |l: usize| {
+                    let byte = b[(v % 4) * 4 + l];
+                    (if v < 4 { byte & 15 } else { byte >> 4 }) as f32
+                };
+                // SAFETY: four values on the stack.
+                unsafe { Self::load([f(0), f(1), f(2), f(3)].as_ptr()) }
+            })
+        }
+        unsafe fn signed_bytes(p: *const u8) -> [Self; 8] {
+            // SAFETY: the caller guarantees 32 readable bytes.
+            let b: [u8; 32] = unsafe { core::ptr::read_unaligned(p as *const [u8; 32]) };
+            core::array::from_fn(|v| {
+                let f = |l: usize| b[v * 4 + l] as i8 as f32;
+                // SAFETY: four values on the stack.
+                unsafe { Self::load([f(0), f(1), f(2), f(3)].as_ptr()) }
+            })
+        }
+    }
+
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    impl QLanes for crate::ops::packed_gemm::Simd128 {
+        #[inline(always)]
+        unsafe fn nibbles(p: *const u8) -> [Self; 8] {
+            use core::arch::wasm32::*;
+            // SAFETY: the caller guarantees 16 readable bytes; v128.load is unaligned.
+            let b = unsafe { v128_load(p as *const v128) };
+            let (lo, hi) = (v128_and(b, u8x16_splat(15)), u8x16_shr(b, 4));
+            let widen = |v: v128| {
+                let (l, h) = (u16x8_extend_low_u8x16(v), u16x8_extend_high_u8x16(v));
+                [
+                    u32x4_extend_low_u16x8(l),
+                    u32x4_extend_high_u16x8(l),
+                    u32x4_extend_low_u16x8(h),
+                    u32x4_extend_high_u16x8(h),
+                ]
+                .map(|q| Self(f32x4_convert_u32x4(q)))
+            };
+            let (a, c) = (widen(lo), widen(hi));
+            [a[0], a[1], a[2], a[3], c[0], c[1], c[2], c[3]]
+        }
+        #[inline(always)]
+        unsafe fn signed_bytes(p: *const u8) -> [Self; 8] {
+            use core::arch::wasm32::*;
+            let widen = |v: v128| {
+                let (l, h) = (i16x8_extend_low_i8x16(v), i16x8_extend_high_i8x16(v));
+                [
+                    i32x4_extend_low_i16x8(l),
+                    i32x4_extend_high_i16x8(l),
+                    i32x4_extend_low_i16x8(h),
+                    i32x4_extend_high_i16x8(h),
+                ]
+                .map(|q| Self(f32x4_convert_i32x4(q)))
+            };
+            // SAFETY: the caller guarantees 32 readable bytes; v128.load is unaligned.
+            let (a, c) = unsafe {
+                (
+                    widen(v128_load(p as *const v128)),
+                    widen(v128_load(p.add(16) as *const v128)),
+                )
+            };
+            [a[0], a[1], a[2], a[3], c[0], c[1], c[2], c[3]]
+        }
+    }
+
+    /// The f16 at `p` (two readable bytes), as f32.
+    #[inline(always)]
+    unsafe fn f16_at(p: *const u8) -> f32 {
+        // SAFETY: the caller guarantees two readable bytes.
+        half::f16::from_le_bytes(unsafe { [*p, *p.add(1)] }).to_f32()
+    }
+
+    /// One quantized row (`w`: whole blocks of `ty`) dotted with `x` (32 values per block).
+    #[inline(always)]
+    fn row_dot<V: QLanes>(ty: GgmlType, w: &[u8], x: &[f32]) -> f32 {
+        let bb = match ty {
+            GgmlType::Q4_1 => 20,
+            GgmlType::Q4_0 => 18,
+            _ => 34,
+        };
+        let nb = w.len() / bb;
+        assert!(x.len() >= nb * 32, "row_dot: input shorter than the row");
+        let (zero, one) = (V::zero(), V::splat(1.0));
+        let mut acc = [zero; 8];
+        for (b, blk) in w.chunks_exact(bb).enumerate() {
+            let p = blk.as_ptr();
+            // SAFETY: `blk` holds one whole block (bb bytes): the scales at 0..4 and the
+            // packed values at 2..18, 4..20 or 2..34; `x` holds 32 values from b * 32.
+            unsafe {
+                let d = V::splat(f16_at(p));
+                let v: [V; 8] = match ty {
+                    // q * d + m
+                    GgmlType::Q4_1 => {
+                        let m = V::splat(f16_at(p.add(2)));
+                        V::nibbles(p.add(4)).map(|q| m.mul_add(q, d))
+                    }
+                    // (q - 8) * d; q - 8 is exact
+                    GgmlType::Q4_0 => {
+                        let minus8 = V::splat(-8.0);
+                        V::nibbles(p.add(2)).map(|q| zero.mul_add(minus8.mul_add(q, one), d))
+                    }
+                    // q * d
+                    _ => V::signed_bytes(p.add(2)).map(|q| zero.mul_add(q, d)),
+                };
+                let xb = x.as_ptr().add(b * 32);
+                for (t, a) in acc.iter_mut().enumerate() {
+                    *a = a.mul_add(V::load(xb.add(4 * t)), v[t]);
+                }
+            }
+        }
+        let s = acc[1..].iter().fold(acc[0], |s, &a| s.mul_add(a, one));
+        let l = s.to_array();
+        (l[0] + l[1]) + (l[2] + l[3])
+    }
+
+    /// buf[(j - j0) * m + i] = inp[i] · W[j] for j in j0..j1 (`qgemv_block`'s contract).
+    pub(super) fn gemv<V: QLanes>(
+        buf: &mut [f32],
+        inp: &[f32],
+        w: &QMatrix,
+        m: usize,
+        j0: usize,
+        j1: usize,
+    ) {
+        let (k, ty) = (w.cols(), w.ty());
+        for j in j0..j1 {
+            let row = w.row(j);
+            for i in 0..m {
+                buf[(j - j0) * m + i] = row_dot::<V>(ty, row, &inp[i * k..(i + 1) * k]);
+            }
+        }
     }
 }
 
@@ -690,7 +864,7 @@ mod tests {
     /// Every kernel family this CPU can run, not only the one `detect` picks.
     fn isas() -> Vec<Isa> {
         #[allow(unused_mut)]
-        let mut v = vec![Isa::Portable];
+        let mut v = vec![Isa::Portable, Isa::Lanes];
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2")
