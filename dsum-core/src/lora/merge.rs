@@ -149,38 +149,39 @@ fn is_float(dtype: Dtype) -> bool {
 /// The tensors of a base model with an adapter merged in, for writing: merged weights are
 /// computed in f32 from the base's values and rounded once to the output dtype (peft, on a
 /// bf16 model with its f32 adapter weights, adds the f32 delta to the bf16 weight the same
-/// way); untouched tensors keep their bytes when their dtype is kept.
+/// way); untouched tensors keep their bytes when their dtype is kept. Each merged weight is
+/// computed when it is asked for, so no f32 copy of the whole model is ever held.
 pub struct MergedSource<'a> {
     base: &'a dyn TensorSource,
-    merged: HashMap<String, (Dtype, Weight)>,
+    modules: HashMap<String, &'a LoraModule>,
+    scaling: f32,
+    adapter_path: String,
     dtype: MergeDtype,
 }
 
-/// [`MergedSource`] of `base` and `adapter`, every weight merged up front (errors as [`merge`]).
+/// [`MergedSource`] of `base` and `adapter`. An adapter module without a base weight is an
+/// error here; one whose shape disagrees, when its tensor is read (before anything is written).
 pub fn merge_source<'a>(
     base: &'a dyn TensorSource,
-    adapter: &Adapter,
+    adapter: &'a Adapter,
     adapter_path: &str,
     dtype: MergeDtype,
 ) -> Result<MergedSource<'a>> {
-    let scaling = adapter.config.scaling();
-    let base_path = base.source_path();
     let names: std::collections::HashSet<String> = base.tensor_names().into_iter().collect();
-    let mut merged = HashMap::new();
+    let mut modules = HashMap::new();
     for m in &adapter.modules {
         let key = format!("{}.weight", m.path);
-        let (stored, w) = if names.contains(&key) {
-            let raw = base.raw_tensor(&key)?;
-            (raw.dtype, Some(raw.to_weight(&base_path, &key)?))
-        } else {
-            (Dtype::F32, None)
-        };
-        let w = merged_module(w.as_ref(), m, scaling, adapter_path, &base_path)?;
-        merged.insert(key, (stored, w));
+        if !names.contains(&key) {
+            // merged_module's error for a weight the base lacks.
+            merged_module(None, m, 0.0, adapter_path, &base.source_path())?;
+        }
+        modules.insert(key, m);
     }
     Ok(MergedSource {
         base,
-        merged,
+        modules,
+        scaling: adapter.config.scaling(),
+        adapter_path: adapter_path.to_string(),
         dtype,
     })
 }
@@ -193,12 +194,14 @@ impl TensorSource for MergedSource<'_> {
         self.base.tensor_names()
     }
     fn raw_tensor(&self, name: &str) -> Result<RawTensor> {
-        if let Some((stored, w)) = self.merged.get(name) {
-            let dtype = self.dtype.of(*stored);
-            return Ok(RawTensor::owned(dtype, w.shape.clone(), encode(w, dtype)));
-        }
         let raw = self.base.raw_tensor(name)?;
         let dtype = self.dtype.of(raw.dtype);
+        if let Some(m) = self.modules.get(name) {
+            let base_path = self.base.source_path();
+            let w = raw.to_weight(&base_path, name)?;
+            let w = merged_module(Some(&w), m, self.scaling, &self.adapter_path, &base_path)?;
+            return Ok(RawTensor::owned(dtype, w.shape.clone(), encode(&w, dtype)));
+        }
         if dtype == raw.dtype || !is_float(raw.dtype) {
             return Ok(raw);
         }
