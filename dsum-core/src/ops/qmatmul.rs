@@ -477,6 +477,22 @@ mod lanes {
         }
     }
 
+    /// The 16 i8 lanes of `v` as four f32x4 vectors, in lane order. Nibbles (0..16) are
+    /// non-negative, so the signed widening serves them too.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    #[inline(always)]
+    fn widen_i8(v: core::arch::wasm32::v128) -> [crate::ops::packed_gemm::Simd128; 4] {
+        use core::arch::wasm32::*;
+        let (l, h) = (i16x8_extend_low_i8x16(v), i16x8_extend_high_i8x16(v));
+        [
+            i32x4_extend_low_i16x8(l),
+            i32x4_extend_high_i16x8(l),
+            i32x4_extend_low_i16x8(h),
+            i32x4_extend_high_i16x8(h),
+        ]
+        .map(|q| crate::ops::packed_gemm::Simd128(f32x4_convert_i32x4(q)))
+    }
+
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     impl QLanes for crate::ops::packed_gemm::Simd128 {
         #[inline(always)]
@@ -484,38 +500,20 @@ mod lanes {
             use core::arch::wasm32::*;
             // SAFETY: the caller guarantees 16 readable bytes; v128.load is unaligned.
             let b = unsafe { v128_load(p as *const v128) };
-            let (lo, hi) = (v128_and(b, u8x16_splat(15)), u8x16_shr(b, 4));
-            let widen = |v: v128| {
-                let (l, h) = (u16x8_extend_low_u8x16(v), u16x8_extend_high_u8x16(v));
-                [
-                    u32x4_extend_low_u16x8(l),
-                    u32x4_extend_high_u16x8(l),
-                    u32x4_extend_low_u16x8(h),
-                    u32x4_extend_high_u16x8(h),
-                ]
-                .map(|q| Self(f32x4_convert_u32x4(q)))
-            };
-            let (a, c) = (widen(lo), widen(hi));
+            let (a, c) = (
+                widen_i8(v128_and(b, u8x16_splat(15))),
+                widen_i8(u8x16_shr(b, 4)),
+            );
             [a[0], a[1], a[2], a[3], c[0], c[1], c[2], c[3]]
         }
         #[inline(always)]
         unsafe fn signed_bytes(p: *const u8) -> [Self; 8] {
             use core::arch::wasm32::*;
-            let widen = |v: v128| {
-                let (l, h) = (i16x8_extend_low_i8x16(v), i16x8_extend_high_i8x16(v));
-                [
-                    i32x4_extend_low_i16x8(l),
-                    i32x4_extend_high_i16x8(l),
-                    i32x4_extend_low_i16x8(h),
-                    i32x4_extend_high_i16x8(h),
-                ]
-                .map(|q| Self(f32x4_convert_i32x4(q)))
-            };
             // SAFETY: the caller guarantees 32 readable bytes; v128.load is unaligned.
             let (a, c) = unsafe {
                 (
-                    widen(v128_load(p as *const v128)),
-                    widen(v128_load(p.add(16) as *const v128)),
+                    widen_i8(v128_load(p as *const v128)),
+                    widen_i8(v128_load(p.add(16) as *const v128)),
                 )
             };
             [a[0], a[1], a[2], a[3], c[0], c[1], c[2], c[3]]
