@@ -393,6 +393,23 @@ fn merge_dtype_flag_converts_every_tensor_and_rejects_unknown_names() {
             assert_eq!(&b[..], &want[2 * i..2 * i + 2], "{name}[{i}]");
         }
     }
+    // f16: every tensor is the f32 output rounded to f16 once.
+    let out16 = tmp.path().join("merged-f16");
+    let o = merge_into(&base, &out16, &["--dtype", "f16"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let half16 = raw_tensors(&out16.join("model.safetensors"));
+    assert_eq!(half16.len(), ours.len());
+    for (name, (dtype, _, bytes)) in &half16 {
+        assert_eq!(*dtype, safetensors::Dtype::F16, "{name}");
+        let want: Vec<u8> = ours[name]
+            .2
+            .chunks_exact(4)
+            .flat_map(|c| {
+                half::f16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()
+            })
+            .collect();
+        assert!(*bytes == want, "{name}: not the f32 values rounded to f16");
+    }
     let o = merge_into(&base, &tmp.path().join("bad"), &["--dtype", "int8"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
