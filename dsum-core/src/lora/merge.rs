@@ -41,26 +41,21 @@ pub fn merged_weight(
         .collect()
 }
 
-/// Module `m`'s merged weight from its base weight `w` (None: the base has no such weight).
-/// Errors name the adapter module that has no matching weight or whose shape disagrees.
-fn merged_module(
-    w: Option<&Weight>,
-    m: &LoraModule,
-    scaling: f32,
-    adapter_path: &str,
-    base_path: &str,
-) -> Result<Weight> {
-    let key = format!("{}.weight", m.path);
-    let Some(w) = w else {
-        return Err(Error::checkpoint(
-            adapter_path,
-            format!(
-                "adapter module `{}` has no weight `{key}` in the base model {base_path} \
-                 (an adapter trained on another model?)",
-                m.path
-            ),
-        ));
-    };
+/// The error for adapter module `m` whose weight the base model lacks.
+fn missing_weight(m: &LoraModule, adapter_path: &str, base_path: &str) -> Error {
+    Error::checkpoint(
+        adapter_path,
+        format!(
+            "adapter module `{}` has no weight `{}.weight` in the base model {base_path} \
+             (an adapter trained on another model?)",
+            m.path, m.path
+        ),
+    )
+}
+
+/// Module `m`'s merged weight from its base weight `w`; an error names the module when the
+/// shapes disagree.
+fn merged_module(w: &Weight, m: &LoraModule, scaling: f32, adapter_path: &str) -> Result<Weight> {
     let (r, inp, out) = (m.a.shape[0], m.a.shape[1], m.b.shape[0]);
     if w.shape != [out, inp] {
         return Err(Error::checkpoint(
@@ -86,7 +81,10 @@ pub fn merge(base: &Checkpoint, adapter: &Adapter, adapter_path: &str) -> Result
     }
     for m in &adapter.modules {
         let key = format!("{}.weight", m.path);
-        let merged = merged_module(weights.get(&key), m, scaling, adapter_path, base.path())?;
+        let w = weights
+            .get(&key)
+            .ok_or_else(|| missing_weight(m, adapter_path, base.path()))?;
+        let merged = merged_module(w, m, scaling, adapter_path)?;
         weights.insert(key, merged);
     }
     Ok(Checkpoint::from_weights(base.path().to_string(), weights))
@@ -172,8 +170,7 @@ pub fn merge_source<'a>(
     for m in &adapter.modules {
         let key = format!("{}.weight", m.path);
         if !names.contains(&key) {
-            // merged_module's error for a weight the base lacks.
-            merged_module(None, m, 0.0, adapter_path, &base.source_path())?;
+            return Err(missing_weight(m, adapter_path, &base.source_path()));
         }
         modules.insert(key, m);
     }
@@ -197,9 +194,8 @@ impl TensorSource for MergedSource<'_> {
         let raw = self.base.raw_tensor(name)?;
         let dtype = self.dtype.of(raw.dtype);
         if let Some(m) = self.modules.get(name) {
-            let base_path = self.base.source_path();
-            let w = raw.to_weight(&base_path, name)?;
-            let w = merged_module(Some(&w), m, self.scaling, &self.adapter_path, &base_path)?;
+            let w = raw.to_weight(&self.base.source_path(), name)?;
+            let w = merged_module(&w, m, self.scaling, &self.adapter_path)?;
             return Ok(RawTensor::owned(dtype, w.shape.clone(), encode(&w, dtype)));
         }
         if dtype == raw.dtype || !is_float(raw.dtype) {
