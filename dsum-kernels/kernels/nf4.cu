@@ -239,11 +239,10 @@ extern "C" __global__ void nf4_linear_forward_f32(
 }
 
 // nf4_linear_forward_f32 for cols % 32 == 0 and a fixed input-row count M (the loops over M
-// unroll). Same blocks of NF4_GEMV_ROWS rows,
-// but a thread takes 32 columns at a time: each weight row's 16 bytes in one load, all
-// NF4_GEMV_ROWS loads issued before any arithmetic, so 64 bytes per thread are in flight (the
-// 4-byte loads above reach ~10% of copy bandwidth). 32 values never straddle a block. The
-// block's scale multiplies each row's 32-term sum once.
+// unroll). Same blocks of NF4_GEMV_ROWS rows, but a thread takes 32 columns at a time: each
+// weight row's 16 bytes in one load, all NF4_GEMV_ROWS loads issued before any arithmetic, so
+// 64 bytes per thread are in flight (the 4-byte loads above reach ~10% of copy bandwidth). 32
+// values never straddle a block. The block's scale multiplies each row's 32-term sum once.
 template <int M>
 __device__ __forceinline__ void nf4_linear32(float* __restrict__ y, const float* __restrict__ x,
                                              const u8* __restrict__ packed,
@@ -335,7 +334,7 @@ __device__ __forceinline__ void nf4_linear32(float* __restrict__ y, const float*
 }
 
 #define NF4_LINEAR32(M)                                                                        \
-  extern "C" __global__ void nf4_linear32_m##M##_f32(                   \
+  extern "C" __global__ void nf4_linear32_m##M##_f32(                                          \
       float* __restrict__ y, const float* __restrict__ x, const u8* __restrict__ packed,       \
       const float* __restrict__ absmax, const u8* __restrict__ absmax_codes,                   \
       const float* __restrict__ nested_absmax, const float* __restrict__ nested_code,          \
